@@ -1,0 +1,105 @@
+"""The shared DiT trunk: a stack of adaLN-Zero blocks and a final layer over tokens."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+
+import torch
+from torch import Tensor, nn
+
+from dit3d.nn.blocks import DiTBlock, FinalLayer
+from dit3d.nn.init import initialize_weights
+
+
+class DiTTrunk(nn.Module):
+    r"""Domain-agnostic Diffusion Transformer trunk (Peebles & Xie 2023).
+
+    .. math::
+        h_0 = x, \quad h_{l+1} = \mathrm{DiTBlock}_l(h_l, c, M), \quad
+        y = \mathrm{FinalLayer}(h_L, c) \odot m
+
+    The trunk sees only tokens, a conditioning vector and a key-padding mask ``m``: the
+    tokenizers of each domain (atoms, voxels, patches, tubelets) and the embedders of
+    time and labels live outside. Padded tokens never act as keys, so they cannot change
+    real tokens, and their outputs are set to zero.
+
+    Args:
+        depth: number of blocks ``L``.
+        hidden_size: token width ``D``.
+        num_heads: attention heads per block.
+        mlp_ratio: MLP hidden width over ``D``.
+        out_dim: output width of the final layer (default ``D``).
+        qk_norm: per-head query/key normalisation in every block.
+        norm: ``"layernorm"`` or ``"rmsnorm"``.
+        window_size: window per grid axis for the blocks in ``window_blocks``.
+        window_blocks: indices of blocks that use window attention; the others attend
+            globally. DiT-3D uses ``(0, 3, 6, 9)`` with ``window_size=(4, 4, 4)``.
+        check_inputs: validate shapes and reject NaN/inf inputs in ``forward``.
+
+    Shapes:
+        x: ``(B, T, D)``; c: ``(B, D)``; mask: ``(B, T)`` bool, True = real token;
+        grid: ``n`` ints with ``prod(grid) == T`` when any block uses windows
+        -> ``(B, T, out_dim)``
+
+    Example:
+        >>> trunk = DiTTrunk(depth=2, hidden_size=48, num_heads=4)
+        >>> trunk(torch.randn(2, 5, 48), torch.randn(2, 48)).abs().max().item()
+        0.0
+    """
+
+    def __init__(self, depth: int, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0,
+                 out_dim: int | None = None, qk_norm: bool = False, norm: str = "layernorm",
+                 window_size: Sequence[int] | None = None, window_blocks: Sequence[int] = (),
+                 check_inputs: bool = True) -> None:
+        super().__init__()
+        bad = [i for i in window_blocks if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"window_blocks {list(window_blocks)} name blocks outside 0..{depth - 1}: {bad}")
+        if window_blocks and window_size is None:
+            raise ValueError("window_blocks is set but window_size is None; give a window per grid axis, e.g. (4, 4, 4)")
+        self.hidden_size = hidden_size
+        self.out_dim = out_dim or hidden_size
+        self.window_blocks = tuple(sorted(set(window_blocks)))
+        self.check_inputs = check_inputs
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, norm,
+                     window_size=window_size if i in self.window_blocks else None)
+            for i in range(depth)
+        )
+        self.final_layer = FinalLayer(hidden_size, self.out_dim, norm)
+        initialize_weights(self)
+
+    def _validate(self, x: Tensor, c: Tensor, mask: Tensor | None, grid: Sequence[int] | None) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.hidden_size:
+            raise ValueError(f"tokens must have shape (B, T, {self.hidden_size}), got {tuple(x.shape)}")
+        B, T, D = x.shape
+        if c.shape != (B, D):
+            raise ValueError(f"condition must have shape (B, D) = {(B, D)}, got {tuple(c.shape)}")
+        if mask is not None:
+            if mask.shape != (B, T):
+                raise ValueError(f"mask must have shape (B, T) = {(B, T)} like the tokens, got {tuple(mask.shape)}")
+            if mask.dtype != torch.bool:
+                raise ValueError(f"mask must be bool (True = real token), got {mask.dtype}")
+        if self.window_blocks:
+            if grid is None or prod(grid) != T:
+                raise ValueError(f"window attention needs grid with prod(grid) == T = {T}, got grid={grid}")
+        for name, t in (("tokens", x), ("condition", c)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name} contain NaN or inf; check the inputs and the noise schedule upstream")
+
+    def forward_features(self, x: Tensor, c: Tensor, mask: Tensor | None = None,
+                         grid: Sequence[int] | None = None) -> Tensor:
+        """Residual stream after the last block, before the final layer: ``(B, T, D)``."""
+        if self.check_inputs:
+            self._validate(x, c, mask, grid)
+        for block in self.blocks:
+            x = block(x, c, mask, grid)  # (B, T, D)
+        return x
+
+    def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None,
+                grid: Sequence[int] | None = None) -> Tensor:
+        h = self.forward_features(x, c, mask, grid)  # (B, T, D)
+        y = self.final_layer(h, c)  # (B, T, out_dim)
+        if mask is not None:
+            y = y * mask[..., None].to(y.dtype)  # padded tokens output zeros
+        return y
