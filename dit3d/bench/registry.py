@@ -1,0 +1,38 @@
+"""Name -> benchmark function; modules are imported lazily so one benchmark's
+dependencies never slow another's start-up."""
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+#: benchmark name -> "module:function" returning a JSON-serialisable dict
+BENCHMARKS: dict[str, str] = {
+    "trunk": "dit3d.bench.trunk:run",
+}
+
+
+def environment() -> dict[str, Any]:
+    """What a timing depends on: versions, threads, machine."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def run_benchmark(name: str, **kwargs: Any) -> dict[str, Any]:
+    if name not in BENCHMARKS:
+        raise SystemExit(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
+    module, func = BENCHMARKS[name].split(":")
+    fn: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), func)
+    return {"benchmark": name, **fn(**kwargs), "env": environment()}
+
+
+def to_json_line(result: dict[str, Any]) -> str:
+    return json.dumps(result, sort_keys=False)

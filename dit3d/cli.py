@@ -1,0 +1,66 @@
+"""The ``dit3d`` command.
+
+``dit3d fit|validate|test|predict -c CONFIG`` are Lightning's own subcommands
+(LightningCLI): a config names any LightningModule and LightningDataModule by
+``class_path`` with their ``init_args``. ``dit3d presets`` lists the trunk sizes and
+``dit3d bench NAME`` runs a benchmark (same as ``python -m dit3d.bench NAME``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def lightning_main(argv: list[str]) -> None:
+    """Hand over to LightningCLI; imported lazily because Lightning takes seconds to load."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                 subclass_mode_data=True, args=argv, save_config_kwargs={"overwrite": True})
+
+
+def presets_main() -> None:
+    from dit3d.nn import PRESETS
+
+    for name, cfg in PRESETS.items():
+        print(f"{name:10s} depth={cfg['depth']:<3d} width={cfg['hidden_size']:<5d} heads={cfg['num_heads']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dit3d import __version__
+
+    parser = argparse.ArgumentParser(prog="dit3d", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dit3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, help=f"LightningCLI {name} (see `dit3d {name} --help`)", add_help=False)
+    sub.add_parser("presets", help="list the trunk presets")
+    bench = sub.add_parser("bench", help="run a benchmark and print one JSON line")
+    bench.add_argument("name")
+    bench.add_argument("--quick", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        lightning_main(argv)
+        return
+    args = build_parser().parse_args(argv)
+    if args.command == "presets":
+        presets_main()
+    elif args.command == "bench":
+        from dit3d.bench.__main__ import main as bench_main
+
+        bench_main([args.name] + (["--quick"] if args.quick else []))
+    else:
+        build_parser().print_help()
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()
