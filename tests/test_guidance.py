@@ -1,0 +1,86 @@
+"""Classifier-free guidance wrapper: linear combination, single batched call, kwarg handling."""
+import pytest
+import torch
+
+from dit3d.objectives import FlowMatching, GaussianDiffusion, classifier_free_guidance
+
+
+class Recorder:
+    """Model whose output depends on x, t and the label y; records every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, t, y, **kwargs):
+        self.calls.append(dict(x=x, t=t, y=y, **kwargs))
+        return torch.sin(x) * (1 + y.to(x.dtype)[:, None]) + t.to(x.dtype)[:, None]
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(3, 4, generator=g), torch.tensor([0.1, 0.5, 0.9])
+    return x, t, {"y": torch.tensor([2, 5, 1])}, {"y": torch.tensor([0, 0, 0])}
+
+
+def test_scale_one_is_the_conditional_model_in_one_call():
+    x, t, cond, uncond = _inputs()
+    model = Recorder()
+    out = classifier_free_guidance(model, 1.0, cond, uncond)(x, t)
+    torch.testing.assert_close(out, Recorder()(x, t, **cond))
+    assert len(model.calls) == 1 and model.calls[0]["x"].shape == (3, 4)
+
+
+def test_scale_zero_is_the_unconditional_model():
+    x, t, cond, uncond = _inputs()
+    out = classifier_free_guidance(Recorder(), 0.0, cond, uncond)(x, t)
+    torch.testing.assert_close(out, Recorder()(x, t, **uncond))
+
+
+@pytest.mark.parametrize("scale", [-0.5, 2.0, 7.5])
+def test_scale_gives_linear_combination_in_one_batched_call(scale):
+    x, t, cond, uncond = _inputs()
+    model = Recorder()
+    out = classifier_free_guidance(model, scale, cond, uncond)(x, t)
+    c, u = Recorder()(x, t, **cond), Recorder()(x, t, **uncond)
+    torch.testing.assert_close(out, u + scale * (c - u))
+    assert len(model.calls) == 1
+    call = model.calls[0]
+    assert call["x"].shape == (6, 4) and call["t"].tolist() == pytest.approx([0.1, 0.5, 0.9] * 2)
+    assert call["y"].tolist() == [2, 5, 1, 0, 0, 0]  # conditional half first
+
+
+def test_sampler_kwargs_are_duplicated_and_non_tensors_passed_through():
+    x, t, cond, uncond = _inputs()
+    model = Recorder()
+    mask, self_cond = torch.tensor([[True, False]] * 3), torch.randn(3, 4)
+    guided = classifier_free_guidance(model, 3.0, {**cond, "mode": "a"}, {**uncond, "mode": "a"})
+    guided(x, t, mask=mask, self_cond=self_cond, flag=True)
+    call = model.calls[0]
+    torch.testing.assert_close(call["self_cond"], torch.cat([self_cond, self_cond]))
+    assert torch.equal(call["mask"], torch.cat([mask, mask]))
+    assert call["mode"] == "a" and call["flag"] is True
+
+
+def test_works_inside_both_samplers_with_one_call_per_step():
+    model = Recorder()
+    guided = classifier_free_guidance(model, 4.0, {"y": torch.ones(2, dtype=torch.long)},
+                                      {"y": torch.zeros(2, dtype=torch.long)})
+    out = GaussianDiffusion(num_timesteps=10).ddim_sample_loop(guided, (2, 4), steps=5, progress=False)
+    assert out.shape == (2, 4) and len(model.calls) == 5
+    model.calls.clear()
+    fm = FlowMatching(self_condition_prob=0.5)
+    out = fm.sample(guided, (2, 4), steps=3, solver="heun", progress=False)
+    assert out.shape == (2, 4) and len(model.calls) == 6
+    assert all(call["self_cond"].shape == (4, 4) for call in model.calls)
+
+
+def test_bad_kwargs_raise_clear_errors():
+    x, t, cond, uncond = _inputs()
+    with pytest.raises(ValueError, match="must be the same"):
+        classifier_free_guidance(Recorder(), 2.0, cond, {"z": uncond["y"]})
+    with pytest.raises(ValueError, match="differs between cond"):
+        classifier_free_guidance(Recorder(), 2.0, {**cond, "m": 1}, {**uncond, "m": 2})(x, t)
+    with pytest.raises(ValueError, match="batch size 3"):
+        classifier_free_guidance(Recorder(), 2.0, {"y": torch.ones(4)}, {"y": torch.ones(4)})(x, t)
+    with pytest.raises(ValueError, match="both to the guided call"):
+        classifier_free_guidance(Recorder(), 2.0, cond, uncond)(x, t, y=cond["y"])
