@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from dit3d.bench.timing import count_flops, matmul_peak_gflops, median_time
-from dit3d.nn import build_trunk
+from dit3d.nn import build_trunk, preset_config
 
 
 def qm9_like_batch(batch: int = 64, low: int = 18, high: int = 29, width: int = 384, seed: int = 0):
@@ -52,12 +52,14 @@ def measure(preset: str, x, c, mask, grid, repeats: int, **trunk_kw: Any) -> dic
 
 def run(quick: bool = False, preset: str = "DiT-S") -> dict[str, Any]:
     repeats = 2 if quick else 5
+    cfg = preset_config(preset)
+    width = cfg["hidden_size"]
     peak = matmul_peak_gflops()
-    qm9 = measure(preset, *qm9_like_batch(), grid=None, repeats=repeats)
-    x512 = (torch.randn(8, 512, 384), torch.randn(8, 384), None)
+    qm9 = measure(preset, *qm9_like_batch(width=width), grid=None, repeats=repeats)
+    x512 = (torch.randn(8, 512, width), torch.randn(8, width), None)
     full = measure(preset, *x512, grid=(8, 8, 8), repeats=repeats)
     win = measure(preset, *x512, grid=(8, 8, 8), repeats=repeats,
-                  window_size=(4, 4, 4), window_blocks=(0, 3, 6, 9))
+                  window_size=(4, 4, 4), window_blocks=tuple(range(0, cfg["depth"], 3)))  # DiT-3D: 0, 3, 6, 9
     peak = max(peak, matmul_peak_gflops())  # re-measure: the machine may have sped up since
     mfu = lambda r: r["gflop_per_step"] / r["step_s"] / peak  # noqa: E731
     return {

@@ -1,0 +1,38 @@
+"""Benchmarks run and report consistent numbers (tiny preset here; the real one is slow)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dit3d.bench import BENCHMARKS, run_benchmark
+from dit3d.bench.timing import count_flops, median_time
+
+
+def test_flop_count_of_a_matmul_and_attention():
+    import torch
+
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    q = torch.randn(1, 2, 5, 8)  # (B, H, T, Dh): QK^T and PV, 2*B*H*T*T*Dh FLOPs each
+    assert count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q)) == 2 * (2 * 2 * 5 * 5 * 8)
+    assert median_time(lambda: None, repeats=3) >= 0
+
+
+def test_trunk_benchmark_tiny_preset():
+    result = run_benchmark("trunk", quick=True, preset="DiT-Mini")
+    for key in ("step_s_qm9", "step_s_512", "mfu_qm9", "mfu_512", "peak_gflops"):
+        assert result[key] > 0, key
+    assert 0 < result["mfu_512"] <= 1.5  # a tiny model can't beat the peak by much
+    assert abs(result["qm9_padding_fraction"] - 0.193) < 0.01
+    json.dumps(result)
+    assert set(BENCHMARKS) >= {"trunk"}
+
+
+@pytest.mark.slow
+def test_trunk_benchmark_cli_prints_one_json_line():
+    proc = subprocess.run([sys.executable, "-m", "dit3d.bench", "trunk", "--quick"],
+                          capture_output=True, text=True, timeout=900)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 1
+    assert json.loads(lines[0])["preset"] == "DiT-S"
