@@ -1,0 +1,82 @@
+"""A conditioned DiT over continuous tokens: time + label embedders around the trunk."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dit3d.nn.conditioning import LabelEmbedder, TimestepEmbedder
+from dit3d.nn.init import initialize_weights
+from dit3d.nn.presets import preset_config
+from dit3d.nn.trunk import DiTTrunk
+
+
+class DiT(nn.Module):
+    r"""Denoiser over token features: ``Linear`` in, :class:`DiTTrunk`, features out.
+
+    .. math::
+        c = \mathrm{TimeEmb}(t) + \mathrm{LabelEmb}(y), \quad
+        h = W_{in} [x_t \,\|\, \hat x_{sc}] + P, \quad
+        \hat f = \mathrm{Trunk}(h, c, m)
+
+    where :math:`\hat x_{sc}` is the self-conditioning input (Chen et al. 2022; zeros
+    when absent) and :math:`P` an optional fixed positional table. Without ``P`` the
+    model is permutation equivariant, which suits sets such as atoms.
+
+    Args:
+        in_dim: feature width of each token of ``x_t``.
+        out_dim: width of the prediction (usually ``in_dim``).
+        preset: trunk preset name (``"DiT-S"``...); explicit ``depth``/``hidden_size``/
+            ``num_heads`` override it.
+        num_classes: number of labels (0: unconditional). Row ``num_classes`` is null.
+        class_dropout: label dropout for classifier-free guidance.
+        time_scale: multiplier of ``t`` in the time embedder (1000 for flow matching).
+        self_condition: accept ``self_cond`` (same shape as ``x_t``).
+        pos_embed: optional fixed ``(T, hidden_size)`` table added to the tokens.
+        **trunk_kwargs: passed to :class:`DiTTrunk` (``mlp_ratio``, ``qk_norm``, ...).
+
+    Shapes:
+        x: ``(B, T, in_dim)``; t: ``(B,)``; y: ``(B,)`` long; mask: ``(B, T)``;
+        self_cond: ``(B, T, in_dim)`` -> ``(B, T, out_dim)``
+    """
+
+    def __init__(self, in_dim: int, out_dim: int | None = None, preset: str = "DiT-S", depth: int | None = None,
+                 hidden_size: int | None = None, num_heads: int | None = None, num_classes: int = 0,
+                 class_dropout: float = 0.1, time_scale: float = 1000.0, self_condition: bool = False,
+                 pos_embed: Tensor | None = None, **trunk_kwargs) -> None:
+        super().__init__()
+        cfg = preset_config(preset)
+        cfg.update({k: v for k, v in dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads).items() if v})
+        D = cfg["hidden_size"]
+        self.in_dim, self.out_dim, self.self_condition = in_dim, out_dim or in_dim, self_condition
+        self.x_embed = nn.Linear(in_dim * (2 if self_condition else 1), D)
+        self.t_embed = TimestepEmbedder(D, time_scale=time_scale)
+        self.y_embed = LabelEmbedder(num_classes, D, class_dropout) if num_classes > 0 else None
+        self.register_buffer("pos_embed", pos_embed, persistent=False)
+        self.trunk = DiTTrunk(**cfg, out_dim=self.out_dim, **trunk_kwargs)
+        initialize_weights(self)
+
+    def condition(self, t: Tensor, y: Tensor | None) -> Tensor:
+        """``(B, D)`` conditioning vector from times and (optional) labels."""
+        c = self.t_embed(t)  # (B, D)
+        if self.y_embed is not None:
+            if y is None:
+                y = torch.full_like(t, self.y_embed.null_class, dtype=torch.long)
+            c = c + self.y_embed(y)
+        elif y is not None:
+            raise ValueError("labels given to an unconditional DiT (num_classes=0)")
+        return c
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, mask: Tensor | None = None,
+                self_cond: Tensor | None = None, grid: Sequence[int] | None = None) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.in_dim:
+            raise ValueError(f"x must have shape (B, T, {self.in_dim}), got {tuple(x.shape)}")
+        if self.self_condition:
+            x = torch.cat([x, torch.zeros_like(x) if self_cond is None else self_cond], dim=-1)  # (B, T, 2F)
+        elif self_cond is not None:
+            raise ValueError("self_cond given but the DiT was built with self_condition=False")
+        h = self.x_embed(x)  # (B, T, D)
+        if self.pos_embed is not None:
+            h = h + self.pos_embed[: h.shape[1]]  # (B, T, D)
+        return self.trunk(h, self.condition(t, y), mask, grid)  # (B, T, out_dim)
