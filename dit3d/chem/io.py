@@ -1,0 +1,360 @@
+"""Molecule files: atomic writes, multi-frame XYZ, SDF, and element symbols.
+
+A molecule here is what a generator outputs: atomic numbers ``(N,)`` and Cartesian
+positions ``(N, 3)`` in Angstrom, optionally with an RDKit ``Mol`` (SDF) and a comment.
+Readers reject broken files with a :class:`MoleculeFileError` that names the file, the
+record and line, and the problem; writers never leave half-written output behind.
+
+XYZ is the plain multi-frame format: per frame an atom count, a comment line, then one
+``symbol x y z`` line per atom (extra columns are ignored, as in extended XYZ; a bare
+atomic number is accepted in place of the symbol). SDF is read and written with RDKit.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from rdkit import Chem, rdBase
+
+__all__ = [
+    "MoleculeFileError", "MoleculeRecord", "atomic_number", "element_symbol", "to_atomic_numbers",
+    "atomic_output", "atomic_write", "write_xyz", "read_xyz", "write_sdf", "read_sdf",
+    "read_molecules",
+]
+
+PathLike = str | os.PathLike
+
+
+class MoleculeFileError(ValueError):
+    """A molecule file is missing, empty or malformed.
+
+    Args:
+        path: the file.
+        problem: what is wrong.
+        record: 0-based index of the molecule (frame / SDF record), if known.
+        line: 1-based line number in the file, if known.
+        fix: what the user can do about it.
+    """
+
+    def __init__(self, path: PathLike, problem: str, *, record: int | None = None,
+                 line: int | None = None, fix: str | None = None) -> None:
+        self.path, self.problem, self.record, self.line = str(path), problem, record, line
+        where = ", ".join(x for x in (f"record {record}" if record is not None else "",
+                                      f"line {line}" if line is not None else "") if x)
+        msg = f"{self.path}{f' ({where})' if where else ''}: {problem}"
+        super().__init__(msg + (f"; {fix}" if fix else ""))
+
+
+class MoleculeRecord(NamedTuple):
+    """One molecule read from a file (also accepted by :func:`write_xyz`).
+
+    Shapes:
+        atomic_numbers: ``(N,)`` int64; positions: ``(N, 3)`` float64, Angstrom.
+    """
+
+    atomic_numbers: np.ndarray
+    positions: np.ndarray
+    comment: str = ""
+    mol: Chem.Mol | None = None
+
+
+# RDKit's periodic table, read once into dicts: asking RDKit about an unknown symbol
+# prints a C++ stack trace, so unknown symbols are caught here first.
+_PT = Chem.GetPeriodicTable()
+_Z_TO_SYMBOL = {z: _PT.GetElementSymbol(z) for z in range(1, 119)}
+_SYMBOL_TO_Z = {s.lower(): z for z, s in _Z_TO_SYMBOL.items()}
+
+
+def atomic_number(symbol: str) -> int:
+    """Atomic number of an element symbol, case-insensitively (``"Cl"``, ``"CL"``, ``"cl"``).
+
+    Raises:
+        ValueError: the symbol names no element 1..118 (``"X"``, ``"D"`` and ``"*"`` too).
+
+    Example:
+        >>> atomic_number("C"), atomic_number("CL")
+        (6, 17)
+    """
+    z = _SYMBOL_TO_Z.get(str(symbol).strip().lower())
+    if z is None:
+        raise ValueError(f"unknown element symbol {symbol!r}; use a symbol of elements 1..118 such as 'C' or 'Cl'")
+    return z
+
+
+def element_symbol(z: int) -> str:
+    """Element symbol of an atomic number 1..118.
+
+    Example:
+        >>> element_symbol(8)
+        'O'
+    """
+    try:
+        ok = not isinstance(z, (bool, np.bool_)) and int(z) == z and int(z) in _Z_TO_SYMBOL
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"atomic number {z!r} is not an element; expected an integer in 1..118")
+    return _Z_TO_SYMBOL[int(z)]
+
+
+def to_atomic_numbers(atoms: Iterable[int | str] | np.ndarray) -> np.ndarray:
+    """Atomic numbers ``(N,)`` int64 from atomic numbers or element symbols, validated.
+
+    Example:
+        >>> to_atomic_numbers(["O", "H", 1]).tolist()
+        [8, 1, 1]
+    """
+    arr = np.asarray(atoms, dtype=object)
+    if arr.ndim != 1:
+        raise ValueError(f"atoms must be a 1-D sequence of atomic numbers or symbols, got shape {arr.shape}")
+    vals = [atomic_number(a) if isinstance(a, str) else a for a in arr.tolist()]
+    for z in vals:
+        element_symbol(z)  # raises on 0, negatives, fractions and > 118
+    return np.asarray(vals, dtype=np.int64).reshape(-1)
+
+
+def _check_molecule(atomic_numbers: Sequence[int] | np.ndarray, positions: Sequence | np.ndarray,
+                    what: str) -> tuple[np.ndarray, np.ndarray]:
+    z = to_atomic_numbers(atomic_numbers)
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.shape != (len(z), 3):
+        raise ValueError(f"{what}: positions must have shape (N, 3) = ({len(z)}, 3) like the atoms, got {pos.shape}")
+    if not np.isfinite(pos).all():
+        raise ValueError(f"{what}: positions contain NaN or inf; drop or fix this molecule before writing it")
+    return z, pos
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    The temporary file lives in the same directory, so :func:`os.replace` is an atomic
+    rename: readers see the old file or the complete new one, never a partial write. If
+    the body raises, the temporary file is deleted and ``path`` is left untouched.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "out.txt"
+        >>> with atomic_output(target) as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> target.read_text()
+        'done'
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # Create through os.open with 0o666 so the final file gets the usual umask
+    # permissions (mkstemp would leave it 0o600).
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: PathLike, write_fn: Callable[[Path], None]) -> Path:
+    """Call ``write_fn(tmp_path)`` and move the result onto ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        write_fn(tmp)
+    return Path(path)
+
+
+def write_xyz(path: PathLike, molecules: Iterable[Sequence]) -> Path:
+    """Write molecules as a multi-frame XYZ file, atomically.
+
+    Args:
+        path: output file.
+        molecules: items ``(atomic_numbers, positions)`` or ``(atomic_numbers, positions,
+            comment)``, or :class:`MoleculeRecord`; atoms as numbers or symbols.
+    """
+    lines: list[str] = []
+    for i, item in enumerate(molecules):
+        z, pos = _check_molecule(item[0], item[1], f"molecule {i}")
+        comment = str(item[2]) if len(item) > 2 and item[2] is not None else ""
+        if "\n" in comment or "\r" in comment:
+            raise ValueError(f"molecule {i}: the XYZ comment must be one line, got {comment!r}")
+        lines += [str(len(z)), comment]
+        lines += [f"{_Z_TO_SYMBOL[int(a)]:<2s} {x: .10f} {y: .10f} {w: .10f}" for a, (x, y, w) in zip(z, pos)]
+    if not lines:
+        raise ValueError(f"no molecules to write to {path}; an empty XYZ file could not be read back")
+    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+
+
+def _read_text(path: PathLike) -> tuple[Path, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise MoleculeFileError(path, "file does not exist", fix="check the path")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise MoleculeFileError(path, "file is empty", fix="the writer may have failed; regenerate it")
+    return path, text
+
+
+def read_xyz(path: PathLike) -> list[MoleculeRecord]:
+    """Read every frame of a multi-frame XYZ file; blank lines between frames are allowed.
+
+    Raises:
+        MoleculeFileError: missing or empty file, bad atom count, truncated frame,
+            too few columns, unknown element, non-numeric or non-finite coordinates.
+    """
+    path, text = _read_text(path)
+    lines = text.splitlines()
+    out: list[MoleculeRecord] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        rec, count_line = len(out), i + 1
+        try:
+            n = int(lines[i].split()[0]) if len(lines[i].split()) == 1 else -1
+        except ValueError:
+            n = -1
+        if n <= 0:
+            raise MoleculeFileError(path, f"expected a positive atom count, got {lines[i].strip()!r}", record=rec,
+                                    line=count_line,
+                                    fix="the previous frame may have more atom lines than its count says")
+        if i + 2 + n > len(lines):  # count line, comment line, n atom lines
+            raise MoleculeFileError(path, f"truncated frame: count says {n} atoms but only "
+                                    f"{max(len(lines) - i - 2, 0)} lines follow the comment",
+                                    record=rec, line=count_line)
+        comment = lines[i + 1]
+        z = np.empty(n, np.int64)
+        pos = np.empty((n, 3), np.float64)
+        for k in range(n):
+            lineno = i + 3 + k
+            tok = lines[lineno - 1].split()
+            if len(tok) < 4:
+                raise MoleculeFileError(path, f"expected 'symbol x y z', got {lines[lineno - 1].strip()!r}", record=rec,
+                                        line=lineno, fix=f"check the atom count ({n}) of this frame")
+            try:
+                zk = int(tok[0]) if tok[0].isdigit() else atomic_number(tok[0])
+                element_symbol(zk)  # atomic numbers must be 1..118 too
+                z[k] = zk
+            except ValueError:
+                raise MoleculeFileError(path, f"unknown element {tok[0]!r}", record=rec, line=lineno,
+                                        fix="use element symbols (C, Cl) or atomic numbers 1..118") from None
+            try:
+                pos[k] = [float(t) for t in tok[1:4]]
+            except ValueError:
+                raise MoleculeFileError(path, f"non-numeric coordinates {tok[1:4]}", record=rec, line=lineno) from None
+            if not np.isfinite(pos[k]).all():
+                raise MoleculeFileError(path, f"non-finite coordinates {tok[1:4]}", record=rec, line=lineno,
+                                        fix="the generator produced NaN/inf; drop or regenerate this sample")
+        out.append(MoleculeRecord(z, pos, comment))
+        i += 2 + n
+    return out
+
+
+def write_sdf(path: PathLike, mols: Iterable[Chem.Mol]) -> Path:
+    """Write RDKit molecules (with their conformers) to an SDF file, atomically.
+
+    Molecules that fail sanitisation are written as they are: each is Kekulized on a copy
+    when possible, and written with aromatic bond flags otherwise.
+    """
+    mols = list(mols)
+    if not mols:
+        raise ValueError(f"no molecules to write to {path}; an empty SDF file could not be read back")
+    for i, m in enumerate(mols):
+        if not isinstance(m, Chem.Mol):
+            raise ValueError(f"molecule {i} is {type(m).__name__}, not an RDKit Mol; "
+                             "build one with dit3d.chem.mol_from_coords")
+
+    def _write(tmp: Path) -> None:
+        writer = Chem.SDWriter(str(tmp))
+        writer.SetKekulize(False)  # done per molecule below, where it is possible
+        try:
+            for m in mols:
+                m = Chem.Mol(m)
+                m.UpdatePropertyCache(strict=False)  # unsanitised input has no valences yet
+                with contextlib.suppress(Exception), rdBase.BlockLogs():
+                    Chem.Kekulize(m, clearAromaticFlags=True)
+                writer.write(m)
+        finally:
+            writer.close()
+
+    return atomic_write(path, _write)
+
+
+def read_sdf(path: PathLike) -> list[Chem.Mol | None]:
+    """Read every record of an SDF file, unsanitised and with hydrogens kept.
+
+    ``sanitize=False`` keeps invalid generated molecules so they can still be scored;
+    a record RDKit cannot parse at all comes back as ``None`` in its position.
+    """
+    path, _ = _read_text(path)
+    try:
+        with rdBase.BlockLogs():
+            return list(Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False))
+    except OSError as e:
+        raise MoleculeFileError(path, f"RDKit cannot read this as SDF ({e})",
+                                fix="check that it is an SDF file") from None
+
+
+def _diagnose_sdf_record(path: Path, record: int) -> MoleculeFileError:
+    """Best-effort reason why RDKit rejected an SDF record (V2000 atom block)."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    starts = [0] + [k + 1 for k, s in enumerate(lines) if s.strip() == "$$$$"]
+    start = starts[record] if record < len(starts) else 0
+    err = MoleculeFileError(path, "RDKit could not parse this record", record=record, line=start + 1,
+                            fix="check its counts line, atom block and bond block")
+    try:
+        n = int(lines[start + 3][:3])
+    except (IndexError, ValueError):
+        return MoleculeFileError(path, "bad counts line", record=record, line=start + 4)
+    for k in range(start + 4, start + 4 + n):
+        if k >= len(lines):
+            return MoleculeFileError(path, f"truncated atom block ({n} atoms expected)", record=record, line=k + 1)
+        s = lines[k]
+        try:
+            xyz = [float(s[c:c + 10]) for c in (0, 10, 20)]
+        except ValueError:
+            return MoleculeFileError(path, f"non-numeric coordinates in {s.strip()!r}", record=record, line=k + 1)
+        if not np.isfinite(xyz).all():
+            return MoleculeFileError(path, f"non-finite coordinates {xyz}", record=record, line=k + 1,
+                                     fix="the generator produced NaN/inf; drop or regenerate this sample")
+        if s[31:34].strip().lower() not in _SYMBOL_TO_Z:
+            return MoleculeFileError(path, f"unknown element {s[31:34].strip()!r}", record=record, line=k + 1)
+    return err
+
+
+def read_molecules(path: PathLike) -> list[MoleculeRecord]:
+    """Read a ``.sdf`` or ``.xyz`` file into :class:`MoleculeRecord` s (SDF ones carry the Mol).
+
+    Raises:
+        MoleculeFileError: unknown extension, or any of the problems of :func:`read_xyz`;
+            for SDF, a record that fails to parse or holds no conformer, unknown elements
+            (atomic number 0, e.g. ``*``) and non-finite coordinates.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".xyz":
+        return read_xyz(path)
+    if suffix != ".sdf":
+        raise MoleculeFileError(path, f"unknown extension {path.suffix!r}", fix="use .sdf or .xyz")
+    out = []
+    for rec, mol in enumerate(read_sdf(path)):
+        if mol is None:
+            raise _diagnose_sdf_record(path, rec)
+        if mol.GetNumConformers() == 0:
+            raise MoleculeFileError(path, "record has no coordinates", record=rec)
+        z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int64)
+        if (z < 1).any():
+            raise MoleculeFileError(path, f"unknown element at atom {int(np.argmin(z))} (atomic number 0)", record=rec)
+        pos = np.asarray(mol.GetConformer().GetPositions(), np.float64).reshape(-1, 3)
+        if not np.isfinite(pos).all():
+            raise MoleculeFileError(path, "non-finite coordinates", record=rec)
+        out.append(MoleculeRecord(z, pos, mol.GetProp("_Name") if mol.HasProp("_Name") else "", mol))
+    return out
