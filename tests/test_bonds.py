@@ -110,3 +110,12 @@ def test_mol_from_coords_rejects_bad_input():
     with pytest.raises(ValueError, match="not an element"):
         mol_from_coords([0, 1], [[0, 0, 0], [1, 0, 0]])
     assert atomic_number("C") == 6
+
+
+def test_collapsed_cluster_gets_no_bonds_instead_of_crashing():
+    """An untrained generator puts 18 hydrogens within 0.01 A; RDKit's perception
+    segfaulted on such a cluster, so it must be refused before reaching RDKit."""
+    pos = np.random.default_rng(0).normal(size=(18, 3)) * 0.001
+    mol = mol_from_coords(np.ones(18, dtype=int), pos)
+    assert mol.GetNumBonds() == 0
+    assert mol.GetProp(BOND_PERCEPTION_PROP) == "rdkit:atoms_too_close"

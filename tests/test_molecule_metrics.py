@@ -192,3 +192,11 @@ def test_qm9_ground_truth_5000():
     adit = evaluate_molecules(mols, protocol="adit", train_smiles=smiles)
     assert adit["validity"] > 0.99 and adit["uniqueness"] > 0.999
     assert adit["novelty"] < 0.005  # the sample is its own training set
+
+
+def test_collapsed_cluster_is_invalid_under_both_protocols():
+    """Isolated, overlapping atoms (what an untrained generator emits) are not a molecule."""
+    pos = np.random.default_rng(0).normal(size=(18, 3)) * 0.001
+    for protocol in ("edm", "adit"):
+        result = evaluate_molecules([(np.ones(18, dtype=int), pos)], protocol=protocol)
+        assert result["validity"] == 0.0 and result["mol_stability"] == 0.0, protocol

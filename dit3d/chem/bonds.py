@@ -147,7 +147,23 @@ def _bare_mol(z: np.ndarray, pos: np.ndarray, no_implicit: bool) -> Chem.RWMol:
     return mol
 
 
+#: atoms closer than this (Angstrom) make a geometry unphysical (the shortest real bond,
+#: H-H, is 0.74 A); RDKit's bond perception can crash the process on such clusters.
+MIN_ATOM_DISTANCE = 0.5
+
+
+def _min_distance(pos: np.ndarray) -> float:
+    if len(pos) < 2:
+        return float("inf")
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    return float(d[np.triu_indices(len(pos), 1)].min())
+
+
 def _rdkit_bonds(z: np.ndarray, pos: np.ndarray, charge: int) -> Chem.Mol | None:
+    if _min_distance(pos) < MIN_ATOM_DISTANCE:
+        mol = Chem.Mol(_bare_mol(z, pos, no_implicit=True))
+        mol.SetProp(BOND_PERCEPTION_PROP, "rdkit:atoms_too_close")
+        return mol
     for how in ("radii", "hueckel"):
         mol = Chem.Mol(_bare_mol(z, pos, no_implicit=True))
         try:
@@ -191,6 +207,9 @@ def mol_from_coords(atomic_numbers: Sequence[int] | np.ndarray, positions: np.nd
     angles, ring planarity and aromaticity, then a greedy fill of double bonds), a
     heuristic that always returns some assignment. RDKit's perception is stricter, so
     validity under the two is close but not identical.
+
+    Atoms closer than :data:`MIN_ATOM_DISTANCE` (0.5 A) get no bonds at all (property
+    ``"rdkit:atoms_too_close"``, hence invalid): RDKit's perception can crash on them.
 
     ``method="edm"`` draws bonds with :func:`edm_bond_matrix` and leaves implicit
     hydrogens allowed (EDM builds its Mols this way, so under-bonded atoms are filled

@@ -131,7 +131,7 @@ def _as_arrays(item: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
 def _validity_mol(z: np.ndarray, pos: np.ndarray, protocol: str) -> Chem.Mol | None:
     """Sanitised Mol when the molecule is valid under ``protocol``, else None."""
     mol = mol_from_coords(z, pos, method="edm" if protocol == "edm" else "rdkit")
-    if mol is None or mol.GetProp(BOND_PERCEPTION_PROP) == "rdkit:connectivity_only":
+    if mol is None or mol.GetProp(BOND_PERCEPTION_PROP) in ("rdkit:connectivity_only", "rdkit:atoms_too_close"):
         return None
     try:
         with rdBase.BlockLogs():
