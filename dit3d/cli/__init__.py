@@ -2,8 +2,9 @@
 
 ``dit3d fit|validate|test|predict -c CONFIG`` are Lightning's own subcommands
 (LightningCLI): a config names any LightningModule and LightningDataModule by
-``class_path`` with their ``init_args``. ``dit3d presets`` lists the trunk sizes and
-``dit3d bench NAME`` runs a benchmark (same as ``python -m dit3d.bench NAME``).
+``class_path`` with their ``init_args``. ``dit3d sample|evaluate|export DOMAIN ...`` generate,
+score and package models (``dit3d sample molecules --help``); ``dit3d presets`` lists
+the trunk sizes and ``dit3d bench NAME`` runs a benchmark (``python -m dit3d.bench NAME``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `dit3d {name} --help`)", add_help=False)
     sub.add_parser("presets", help="list the trunk presets")
+    from dit3d.cli import molecules
+
+    for verb, adders, text in (("sample", [molecules.add_sample], "generate samples from a checkpoint"),
+                               ("evaluate", [molecules.add_evaluate], "score generated samples"),
+                               ("export", [molecules.add_export], "Lightning checkpoint -> pretrained folder")):
+        domains = sub.add_parser(verb, help=text).add_subparsers(dest="domain", metavar="DOMAIN", required=True)
+        for add in adders:
+            add(domains)
     bench = sub.add_parser("bench", help="run a benchmark and print one JSON line")
     bench.add_argument("name")
     bench.add_argument("--quick", action="store_true")
@@ -51,7 +60,15 @@ def main(argv: list[str] | None = None) -> None:
         lightning_main(argv)
         return
     args = build_parser().parse_args(argv)
-    if args.command == "presets":
+    if hasattr(args, "run"):
+        from dit3d.chem.io import MoleculeFileError
+        from dit3d.pretrained import PretrainedError
+
+        try:
+            args.run(args)
+        except (MoleculeFileError, PretrainedError, FileNotFoundError) as e:
+            raise SystemExit(f"dit3d {args.command} {args.domain}: error: {e}") from None
+    elif args.command == "presets":
         presets_main()
     elif args.command == "bench":
         from dit3d.bench.__main__ import main as bench_main

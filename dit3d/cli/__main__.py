@@ -1,0 +1,3 @@
+from dit3d.cli import main
+
+main()

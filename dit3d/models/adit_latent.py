@@ -1,0 +1,161 @@
+"""Stage 2 of ADiT: a latent DiT trained with flow matching on frozen autoencoder latents."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from dit3d.nn import DiT
+from dit3d.objectives import FlowMatching, classifier_free_guidance
+from dit3d.tokenizers.atoms import AtomAutoencoder, Atoms
+from dit3d.tokenizers.augment import rotate_and_center
+
+
+def load_autoencoder(path: str | dict) -> AtomAutoencoder:
+    """Frozen autoencoder from a pretrained folder or a stage-1 Lightning ``.ckpt``
+    (read with ``weights_only=True``: tensors and plain hyper-parameters only). A dict
+    is an autoencoder config: the architecture only, weights to be loaded later."""
+    if isinstance(path, dict):
+        return AtomAutoencoder(**path).eval().requires_grad_(False)
+    p = Path(path)
+    if p.is_dir():
+        model = AtomAutoencoder.from_pretrained(p)
+    else:
+        if not p.is_file():
+            raise FileNotFoundError(f"autoencoder {path}: no such folder or checkpoint file")
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        hp = ckpt.get("hyper_parameters", {})
+        keys = ("hidden_size", "depth", "num_heads", "latent_dim")
+        if not all(k in hp for k in keys):
+            raise ValueError(f"{path}: not a stage-1 ADiT autoencoder checkpoint (hyper-parameters {sorted(hp)})")
+        model = AtomAutoencoder(**{k: hp[k] for k in keys})
+        prefix = "autoencoder."
+        model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    model.eval().requires_grad_(False)
+    return model
+
+
+def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
+    """Rebuild a trained :class:`ADiTLatentModule` from its Lightning ``.ckpt`` without
+    unpickling code (``weights_only=True``) and without the stage-1 file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hp = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    if not isinstance(hp.get("autoencoder"), dict):
+        raise ValueError(f"{path}: not an ADiT stage-2 checkpoint (no autoencoder config in its hyper-parameters)")
+    module = ADiTLatentModule(**hp)
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+class ADiTLatentModule(LightningModule):
+    """Flow matching on per-atom latents of a frozen :class:`AtomAutoencoder`.
+
+    Training encodes centred, randomly rotated systems with the posterior mean,
+    standardises the latents with per-channel statistics measured on the first
+    ``stats_batches`` training batches (stored with the weights), and trains a
+    :class:`~dit3d.nn.DiT` with :class:`~dit3d.objectives.FlowMatching` (t = 0 noise,
+    t = 1 data). Padded atoms are masked everywhere. The DiT is conditioned on the
+    system kind (0 molecule, 1 crystal, 2 null for classifier-free guidance) and uses
+    self-conditioning with probability ``self_condition_prob``.
+
+    Args:
+        autoencoder: pretrained folder or stage-1 ``.ckpt`` of the autoencoder.
+        preset, depth, hidden_size, num_heads: DiT size (preset overridden by the rest).
+        class_dropout: label dropout for guidance.
+        prediction, time_sampling, self_condition_prob: flow-matching options.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        stats_batches: batches used to measure latent mean and std.
+        max_atoms: largest system size of the atom-count histogram.
+    """
+
+    def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
+                 hidden_size: int | None = None, num_heads: int | None = None, class_dropout: float = 0.1,
+                 prediction: str = "velocity", time_sampling: str = "uniform", self_condition_prob: float = 0.5,
+                 lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
+                 max_atoms: int = 64) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.autoencoder = load_autoencoder(autoencoder)
+        self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
+        latent = self.autoencoder.latent_dim
+        self.dit = DiT(latent, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+                       num_classes=2, class_dropout=class_dropout, self_condition=self_condition_prob > 0)
+        self.flow = FlowMatching(prediction, time_sampling, self_condition_prob=self_condition_prob)
+        self.register_buffer("latent_mean", torch.zeros(latent))
+        self.register_buffer("latent_std", torch.ones(latent))
+        self.register_buffer("atom_count_hist", torch.zeros(2, max_atoms + 1))  # per kind
+        self.register_buffer("stats_ready", torch.tensor(False))
+
+    # ------------------------------------------------------------------ latents
+    @torch.no_grad()
+    def encode(self, atoms: Atoms) -> Tensor:
+        """Standardised posterior-mean latents ``(B, N, L)``, zero at padding."""
+        self.autoencoder.eval()
+        mean, _ = self.autoencoder.encode(atoms)
+        return (mean - self.latent_mean) / self.latent_std * atoms.mask[..., None]
+
+    @torch.no_grad()
+    def measure_statistics(self, batches) -> None:
+        """Latent mean/std over the real atoms of ``batches`` and atom-count histograms."""
+        zs, hist = [], torch.zeros_like(self.atom_count_hist)
+        for i, batch in enumerate(batches):
+            atoms = Atoms.from_pyg(batch.to(self.device))
+            counts = atoms.mask.sum(-1).clamp(max=self.hparams.max_atoms)
+            hist.index_put_((atoms.dataset_idx, counts), torch.ones_like(counts, dtype=hist.dtype), accumulate=True)
+            if i < self.hparams.stats_batches:
+                zs.append(self.autoencoder.encode(rotate_and_center(atoms))[0][atoms.mask])
+        z = torch.cat(zs)  # (atoms, L)
+        self.latent_mean.copy_(z.mean(0))
+        self.latent_std.copy_(z.std(0).clamp(min=1e-3))
+        self.atom_count_hist.copy_(hist)
+        self.stats_ready.fill_(True)
+
+    def on_fit_start(self) -> None:
+        if not bool(self.stats_ready):
+            self.measure_statistics(self.trainer.datamodule.train_dataloader())
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        atoms = rotate_and_center(Atoms.from_pyg(batch))
+        z = self.encode(atoms)  # (B, N, L)
+        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=atoms.dataset_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        atoms = rotate_and_center(Atoms.from_pyg(batch), torch.Generator().manual_seed(batch_idx))
+        g = torch.Generator().manual_seed(1000 + batch_idx)  # fixed t and noise: comparable across epochs
+        z = self.encode(atoms)
+        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, generator=g, y=atoms.dataset_idx)
+        self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.dit.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
+        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, hp.warmup_steps)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    # ----------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample_latents(self, num_atoms: Tensor, kind: int = 0, steps: int = 100, solver: str = "euler",
+                       guidance: float = 1.0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Generate de-standardised latents for systems of the given sizes.
+
+        Shapes:
+            num_atoms: ``(B,)`` -> latents ``(B, N, L)``, mask ``(B, N)`` with ``N = max(num_atoms)``
+        """
+        self.dit.eval()
+        B, N = num_atoms.shape[0], int(num_atoms.max())
+        mask = torch.arange(N, device=num_atoms.device)[None] < num_atoms[:, None]  # (B, N)
+        y = torch.full((B,), kind, dtype=torch.long, device=mask.device)
+        if guidance == 1.0:
+            model = lambda x, t, **kw: self.dit(x, t, y=y, **kw)  # noqa: E731
+        else:
+            model = classifier_free_guidance(self.dit, guidance, {"y": y}, {"y": torch.full_like(y, 2)})
+        z = self.flow.sample(model, (B, N, self.autoencoder.latent_dim), steps=steps, solver=solver, mask=mask,
+                             generator=generator, progress=False)
+        return (z * self.latent_std + self.latent_mean) * mask[..., None], mask

@@ -1,0 +1,74 @@
+"""Weights + config on disk: ``config.json`` and ``model.safetensors`` in one folder.
+
+Loading never unpickles code: the config is JSON naming a registered kind, the weights
+are safetensors. Folders are written to a temporary sibling and renamed into place, so
+an interrupted save never leaves a half-written model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+
+class PretrainedError(ValueError):
+    """A pretrained folder is missing, incomplete, of the wrong kind or inconsistent."""
+
+
+def save_pretrained(directory: str | os.PathLike, kind: str, config: dict[str, Any],
+                    state_dict: dict[str, torch.Tensor]) -> Path:
+    """Write ``config.json`` (with ``kind``) and ``model.safetensors`` atomically."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        save_file(tensors, str(tmp / WEIGHTS_NAME))
+        (tmp / CONFIG_NAME).write_text(json.dumps({"kind": kind, **config}, indent=2, sort_keys=True))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_pretrained(directory: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a folder written by :func:`save_pretrained`; check its ``kind`` if given."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PretrainedError(f"{directory}: no such pretrained folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise PretrainedError(f"{directory}: missing {name}; was the save interrupted?")
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as e:
+        raise PretrainedError(f"{directory / CONFIG_NAME}: not valid JSON ({e})") from None
+    if kind is not None and config.get("kind") != kind:
+        raise PretrainedError(f"{directory}: holds a {config.get('kind')!r} model, expected {kind!r}")
+    try:
+        weights = load_file(str(directory / WEIGHTS_NAME))
+    except Exception as e:  # safetensors raises its own error types on truncation
+        raise PretrainedError(f"{directory / WEIGHTS_NAME}: unreadable safetensors file ({e})") from None
+    return config, weights
+
+
+def load_state_strict(module: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the folder and keys."""
+    try:
+        result = module.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise PretrainedError(f"{where}: weights do not match the config ({str(e).splitlines()[-1].strip()})") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise PretrainedError(f"{where}: weights do not match the config (missing {result.missing_keys[:5]}, "
+                              f"unexpected {result.unexpected_keys[:5]})")

@@ -1,0 +1,66 @@
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from dit3d.pretrained import PretrainedError
+from dit3d.tokenizers import AtomAutoencoder, Atoms
+from dit3d.testing import randomize_
+
+
+def molecule(types, pos):
+    n = len(types)
+    return Data(atom_types=torch.tensor(types), pos=torch.tensor(pos, dtype=torch.float32),
+                frac_coords=torch.zeros(n, 3), lengths=torch.zeros(1, 3), angles=torch.zeros(1, 3),
+                dataset_idx=torch.zeros(1, dtype=torch.long), num_nodes=n)
+
+
+WATER = molecule([8, 1, 1], [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+METHANE = molecule([6, 1, 1, 1, 1], [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                     [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+
+
+def test_from_pyg_densifies_with_mask():
+    atoms = Atoms.from_pyg(Batch.from_data_list([WATER, METHANE]))
+    assert atoms.atom_types.tolist() == [[8, 1, 1, 0, 0], [6, 1, 1, 1, 1]]
+    assert atoms.mask.sum(-1).tolist() == [3, 5]
+    assert atoms.lattice.shape == (2, 6) and atoms.dataset_idx.tolist() == [0, 0]
+
+
+def test_autoencoder_shapes_padding_and_permutation_equivariance():
+    ae = randomize_(AtomAutoencoder(hidden_size=24, depth=1, num_heads=4, latent_dim=4), std=0.1)
+    atoms = Atoms.from_pyg(Batch.from_data_list([WATER, METHANE]))
+    mean, logvar = ae.encode(atoms)
+    assert mean.shape == (2, 5, 4) and torch.all(mean[0, 3:] == 0)
+    out = ae.decode(mean, atoms.mask, atoms.dataset_idx)
+    assert out["type_logits"].shape == (2, 5, 101) and out["pos"].shape == (2, 5, 3)
+    assert out["lattice"].shape == (2, 6)
+    # water alone gives the same latents as water padded in a batch
+    alone = Atoms.from_pyg(Batch.from_data_list([WATER]))
+    assert torch.allclose(ae.encode(alone)[0][0], mean[0, :3], atol=1e-5)
+    # atoms are a set: permuting methane's hydrogens permutes its latents
+    perm = torch.tensor([0, 2, 1, 4, 3])
+    single = Atoms.from_pyg(Batch.from_data_list([METHANE]))
+    permuted = Atoms(single.atom_types[:, perm], single.pos[:, perm], single.frac_coords, single.mask,
+                     single.lattice, single.dataset_idx)
+    assert torch.allclose(ae.encode(permuted)[0][0], ae.encode(single)[0][0][perm], atol=1e-5)
+
+
+def test_unknown_atomic_numbers_raise():
+    ae = AtomAutoencoder(hidden_size=24, depth=1, num_heads=4, latent_dim=4)
+    bad = Atoms.from_pyg(Batch.from_data_list([molecule([118, 1], [[0, 0, 0], [1, 0, 0]])]))
+    with pytest.raises(ValueError, match="atomic numbers"):
+        ae.encode(bad)
+
+
+def test_pretrained_round_trip_and_errors(tmp_path):
+    ae = randomize_(AtomAutoencoder(hidden_size=24, depth=1, num_heads=4, latent_dim=4))
+    ae.save_pretrained(tmp_path / "ae")
+    loaded = AtomAutoencoder.from_pretrained(tmp_path / "ae")
+    atoms = Atoms.from_pyg(Batch.from_data_list([WATER]))
+    assert torch.equal(loaded.encode(atoms)[0], ae.encode(atoms)[0])
+    assert not list(tmp_path.glob(".ae.*"))  # no temporary folder left behind
+    with pytest.raises(PretrainedError, match="no such pretrained folder"):
+        AtomAutoencoder.from_pretrained(tmp_path / "missing")
+    (tmp_path / "ae" / "model.safetensors").write_bytes(b"\x00" * 10)  # truncated weights
+    with pytest.raises(PretrainedError, match="unreadable"):
+        AtomAutoencoder.from_pretrained(tmp_path / "ae")
