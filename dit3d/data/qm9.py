@@ -344,12 +344,26 @@ def qm9_smiles(split: str = "train", root: str | None = None) -> list[str]:
     return QM9(root=root, split=split).smiles
 
 
+def atom_counts(dataset: Sequence[Data]) -> Tensor:
+    """Atoms per molecule, ``(M,)`` long, in dataset order.
+
+    Reads the stored ``num_atoms`` of an :class:`InMemoryDataset` without materialising
+    the molecules; any other sequence of :class:`~torch_geometric.data.Data` is counted
+    one by one via ``num_nodes``.
+    """
+    storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
+    if isinstance(storage, Data) and "num_atoms" in storage:
+        counts = storage.num_atoms.view(-1)
+        if dataset._indices is not None:
+            counts = counts[torch.as_tensor(list(dataset.indices()), dtype=torch.long)]
+        return counts
+    return torch.tensor([int(d.num_nodes) for d in dataset], dtype=torch.long)
+
+
 def atom_count_histogram(dataset: Sequence[Data]) -> Tensor:
     """Number of molecules per atom count: ``hist[n]`` molecules have ``n`` atoms.
 
-    Used to sample molecule sizes at generation time. Reads the stored ``num_atoms`` of
-    an :class:`InMemoryDataset` without materialising the molecules; any other sequence of
-    :class:`~torch_geometric.data.Data` is counted one by one via ``num_nodes``.
+    Used to sample molecule sizes at generation time.
 
     Args:
         dataset: a :class:`QM9` (or any dataset / list of ``Data``).
@@ -364,11 +378,4 @@ def atom_count_histogram(dataset: Sequence[Data]) -> Tensor:
     """
     if len(dataset) == 0:
         raise ValueError("atom_count_histogram got an empty dataset; it needs at least one molecule")
-    storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
-    if isinstance(storage, Data) and "num_atoms" in storage:
-        counts = storage.num_atoms.view(-1)
-        if dataset._indices is not None:
-            counts = counts[torch.as_tensor(list(dataset.indices()), dtype=torch.long)]
-    else:
-        counts = torch.tensor([int(d.num_nodes) for d in dataset], dtype=torch.long)
-    return torch.bincount(counts)
+    return torch.bincount(atom_counts(dataset))
