@@ -64,7 +64,7 @@ class MoleculeGenerator:
         dit_config = dict(preset=hp.preset, depth=hp.depth, hidden_size=hp.hidden_size, num_heads=hp.num_heads,
                           self_condition=hp.self_condition_prob > 0)
         flow_config = dict(prediction=hp.prediction, self_condition_prob=hp.self_condition_prob)
-        return cls(module.autoencoder, module.dit, module.flow, module.latent_mean.clone(), module.latent_std.clone(),
+        return cls(module.autoencoder, module.sampling_dit, module.flow, module.latent_mean.clone(), module.latent_std.clone(),
                    module.atom_count_hist[MOLECULE].clone(), sampling, dit_config, flow_config)
 
     @classmethod

@@ -139,3 +139,20 @@ def test_sample_and_evaluate_commands(trained, tmp_path):
     assert not (tmp_path / "x.txt").exists()
     missing = run_cli("evaluate", "molecules", str(tmp_path / "missing.sdf"))
     assert missing.returncode != 0 and "missing.sdf" in missing.stderr
+
+
+def test_ema_update_and_sampling_network(trained):
+    latent = trained["latent"]
+    assert latent.sampling_dit is latent.ema_dit
+    module = ADiTLatentModule(latent.autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4,
+                              ema_decay=0.9)
+    before = [p.clone() for p in module.ema_dit.parameters()]
+    with torch.no_grad():
+        for p in module.dit.parameters():
+            p.add_(1.0)
+    module.on_train_batch_end(None, None, 0)
+    for old, new, raw in zip(before, module.ema_dit.parameters(), module.dit.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * raw, atol=1e-6)
+    no_ema = ADiTLatentModule(latent.autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48,
+                              num_heads=4, ema_decay=0.0)
+    assert no_ema.sampling_dit is no_ema.dit

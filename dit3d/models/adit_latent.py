@@ -1,6 +1,7 @@
 """Stage 2 of ADiT: a latent DiT trained with flow matching on frozen autoencoder latents."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -70,13 +71,15 @@ class ADiTLatentModule(LightningModule):
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         stats_batches: batches used to measure latent mean and std.
         max_atoms: largest system size of the atom-count histogram.
+        ema_decay: decay of the exponential moving average of the DiT weights that
+            sampling uses (``ema_dit``); 0 samples with the raw weights.
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
                  hidden_size: int | None = None, num_heads: int | None = None, class_dropout: float = 0.1,
                  prediction: str = "velocity", time_sampling: str = "uniform", self_condition_prob: float = 0.5,
                  lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
-                 max_atoms: int = 64) -> None:
+                 max_atoms: int = 64, ema_decay: float = 0.999) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
@@ -84,6 +87,7 @@ class ADiTLatentModule(LightningModule):
         latent = self.autoencoder.latent_dim
         self.dit = DiT(latent, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
                        num_classes=2, class_dropout=class_dropout, self_condition=self_condition_prob > 0)
+        self.ema_dit = copy.deepcopy(self.dit).requires_grad_(False) if ema_decay > 0 else None
         self.flow = FlowMatching(prediction, time_sampling, self_condition_prob=self_condition_prob)
         self.register_buffer("latent_mean", torch.zeros(latent))
         self.register_buffer("latent_std", torch.ones(latent))
@@ -126,6 +130,17 @@ class ADiTLatentModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
 
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema_dit is not None:  # EMA of weights: smoother samples than the last iterate
+            ema, raw = list(self.ema_dit.parameters()), list(self.dit.parameters())
+            torch._foreach_lerp_(ema, raw, 1.0 - self.hparams.ema_decay)
+
+    @property
+    def sampling_dit(self) -> DiT:
+        """The network sampling uses: the EMA copy when there is one."""
+        return self.ema_dit if self.ema_dit is not None else self.dit
+
     def validation_step(self, batch, batch_idx: int) -> None:
         atoms = rotate_and_center(Atoms.from_pyg(batch), torch.Generator().manual_seed(batch_idx))
         g = torch.Generator().manual_seed(1000 + batch_idx)  # fixed t and noise: comparable across epochs
@@ -148,14 +163,14 @@ class ADiTLatentModule(LightningModule):
         Shapes:
             num_atoms: ``(B,)`` -> latents ``(B, N, L)``, mask ``(B, N)`` with ``N = max(num_atoms)``
         """
-        self.dit.eval()
+        dit = self.sampling_dit.eval()
         B, N = num_atoms.shape[0], int(num_atoms.max())
         mask = torch.arange(N, device=num_atoms.device)[None] < num_atoms[:, None]  # (B, N)
         y = torch.full((B,), kind, dtype=torch.long, device=mask.device)
         if guidance == 1.0:
-            model = lambda x, t, **kw: self.dit(x, t, y=y, **kw)  # noqa: E731
+            model = lambda x, t, **kw: dit(x, t, y=y, **kw)  # noqa: E731
         else:
-            model = classifier_free_guidance(self.dit, guidance, {"y": y}, {"y": torch.full_like(y, 2)})
+            model = classifier_free_guidance(dit, guidance, {"y": y}, {"y": torch.full_like(y, 2)})
         z = self.flow.sample(model, (B, N, self.autoencoder.latent_dim), steps=steps, solver=solver, mask=mask,
                              generator=generator, progress=False)
         return (z * self.latent_std + self.latent_mean) * mask[..., None], mask
