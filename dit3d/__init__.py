@@ -1,2 +1,27 @@
-"""dit3d: Diffusion Transformers for 3D and molecular generation."""
+"""dit3d: Diffusion Transformers for 3D and molecular generation.
+
+One shared DiT trunk (:mod:`dit3d.nn`), objectives and samplers (:mod:`dit3d.objectives`),
+tokenizers per domain (:mod:`dit3d.tokenizers`), Lightning systems (:mod:`dit3d.models`),
+data (:mod:`dit3d.data`), chemistry I/O (:mod:`dit3d.chem`) and metrics
+(:mod:`dit3d.metrics`). Generators are importable from the top level:
+
+    >>> import dit3d
+    >>> dit3d.MoleculeGenerator.KIND
+    'adit-molecules'
+"""
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["MoleculeGenerator", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Generators pull in RDKit and Lightning-free model code; import them on first use so
+    # `import dit3d` stays light.
+    if name == "MoleculeGenerator":
+        from dit3d.api import MoleculeGenerator
+
+        return MoleculeGenerator
+    raise AttributeError(f"module 'dit3d' has no attribute {name!r}")
