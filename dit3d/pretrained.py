@@ -25,21 +25,40 @@ class PretrainedError(ValueError):
 
 def save_pretrained(directory: str | os.PathLike, kind: str, config: dict[str, Any],
                     state_dict: dict[str, torch.Tensor]) -> Path:
-    """Write ``config.json`` (with ``kind``) and ``model.safetensors`` atomically."""
-    directory = Path(directory)
+    """Write ``config.json`` (with ``kind``) and ``model.safetensors`` atomically.
+
+    The folder is built beside its destination and renamed into place. An existing
+    destination is replaced only if it is itself a pretrained folder (it holds a
+    ``config.json`` with a ``kind``); anything else is refused, never deleted.
+    """
+    directory = Path(directory).resolve()
+    if directory.exists() and not _is_pretrained(directory):
+        raise PretrainedError(f"{directory} exists and is not a pretrained folder; refusing to overwrite it "
+                              "(choose a new folder name)")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    backup = directory.with_name(f".{directory.name}.old")
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps({"kind": kind, **config}, indent=2, sort_keys=True))
         if directory.exists():
-            shutil.rmtree(directory)
+            os.replace(directory, backup)  # the old model stays whole until the new one is in place
         os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if backup.exists() and not directory.exists():
+            os.replace(backup, directory)
         raise
+    shutil.rmtree(backup, ignore_errors=True)
     return directory
+
+
+def _is_pretrained(directory: Path) -> bool:
+    try:
+        return directory.is_dir() and "kind" in json.loads((directory / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def load_pretrained(directory: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -99,6 +99,11 @@ def test_generator_round_trip_and_seeds(trained):
     hist = gen.atom_count_hist
     assert all(hist[len(z)] > 0 for z, _ in a)  # sizes come from the training histogram
     assert all(1 <= z.min() and z.max() <= 100 for z, _ in a)  # never the mask token
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    gen.sample_arrays(2)  # no seed: fresh draws, but the user's global RNG is left alone
+    assert torch.equal(torch.rand(3), expected)
     mols = gen.sample(3, seed=0)
     assert len(mols) == 3 and all(isinstance(m, Chem.Mol) and m.GetNumConformers() == 1 for m in mols)
     with pytest.raises(ValueError, match="positive"):
@@ -133,7 +138,7 @@ def test_sample_and_evaluate_commands(trained, tmp_path):
         assert key in result
     assert result["counts"]["molecules"] == 5 and result["protocol"]["name"] == "adit"
     assert json.loads((tmp_path / "res.json").read_text()) == result
-    assert (tmp_path / "res.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "res_grid.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_cli("sample", "molecules", "--checkpoint", str(trained["gen_dir"]), "-n", "2", "-o", str(tmp_path / "x.txt"))
     assert bad.returncode != 0 and "must end in .sdf or .xyz" in bad.stderr
     assert not (tmp_path / "x.txt").exists()
@@ -150,7 +155,11 @@ def test_ema_update_and_sampling_network(trained):
     with torch.no_grad():
         for p in module.dit.parameters():
             p.add_(1.0)
-    module.on_train_batch_end(None, None, 0)
+    module.update_ema(step=0)  # warm-up: decay min(0.9, 1/10) = 0.1
+    for old, new, raw in zip(before, module.ema_dit.parameters(), module.dit.parameters()):
+        assert torch.allclose(new, 0.1 * old + 0.9 * raw, atol=1e-6)
+    before = [p.clone() for p in module.ema_dit.parameters()]
+    module.update_ema(step=1000)  # past warm-up: decay 0.9
     for old, new, raw in zip(before, module.ema_dit.parameters(), module.dit.parameters()):
         assert torch.allclose(new, 0.9 * old + 0.1 * raw, atol=1e-6)
     no_ema = ADiTLatentModule(latent.autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48,

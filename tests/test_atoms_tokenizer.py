@@ -64,3 +64,17 @@ def test_pretrained_round_trip_and_errors(tmp_path):
     (tmp_path / "ae" / "model.safetensors").write_bytes(b"\x00" * 10)  # truncated weights
     with pytest.raises(PretrainedError, match="unreadable"):
         AtomAutoencoder.from_pretrained(tmp_path / "ae")
+
+
+def test_save_pretrained_never_deletes_foreign_folders(tmp_path):
+    ae = AtomAutoencoder(hidden_size=24, depth=1, num_heads=4, latent_dim=4)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "notes.txt").write_text("keep me")
+    with pytest.raises(PretrainedError, match="refusing to overwrite"):
+        ae.save_pretrained(tmp_path / "results")
+    assert (tmp_path / "results" / "notes.txt").read_text() == "keep me"
+    ae.save_pretrained(tmp_path / "model")
+    randomize_(ae)
+    ae.save_pretrained(tmp_path / "model")  # a pretrained folder is replaced whole
+    assert torch.equal(AtomAutoencoder.from_pretrained(tmp_path / "model").type_embed.weight, ae.type_embed.weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "results"]  # no temp or backup left

@@ -7,7 +7,7 @@ from dit3d.testing import randomize_
 
 
 def test_dit_shapes_labels_and_self_condition():
-    m = DiT(8, preset="DiT-Mini", depth=2, num_classes=2, self_condition=True)
+    m = DiT(8, time_scale=1000.0, preset="DiT-Mini", depth=2, num_classes=2, self_condition=True)
     x, t, mask = torch.randn(3, 6, 8), torch.rand(3), torch.ones(3, 6, dtype=torch.bool)
     assert m(x, t, torch.tensor([0, 1, 2]), mask).abs().max() == 0  # zero output at init
     randomize_(m)
@@ -21,7 +21,7 @@ def test_dit_shapes_labels_and_self_condition():
 
 def test_dit_trains_with_flow_matching_through_the_objective():
     torch.manual_seed(0)
-    m = DiT(4, preset="DiT-Mini", depth=2, self_condition=True)
+    m = DiT(4, time_scale=1000.0, preset="DiT-Mini", depth=2, self_condition=True)
     fm = FlowMatching(self_condition_prob=0.5)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     data = torch.randn(32, 5, 4) * 0.1 + 2.0
@@ -37,7 +37,7 @@ def test_dit_trains_with_flow_matching_through_the_objective():
 
 
 def test_dit_bad_inputs():
-    m = DiT(4, preset="DiT-Mini", depth=1)
+    m = DiT(4, time_scale=1000.0, preset="DiT-Mini", depth=1)
     with pytest.raises(ValueError, match=r"\(B, T, 4\)"):
         m(torch.randn(2, 3, 5), torch.rand(2))
     with pytest.raises(ValueError, match="unconditional"):

@@ -13,6 +13,7 @@ import torch
 #: benchmark name -> "module:function" returning a JSON-serialisable dict
 BENCHMARKS: dict[str, str] = {
     "trunk": "dit3d.bench.trunk:run",
+    "adit-qm9": "dit3d.bench.adit_qm9:run",
 }
 
 

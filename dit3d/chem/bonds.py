@@ -133,6 +133,12 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+def bare_mol(atomic_numbers: Sequence[int] | np.ndarray, positions: np.ndarray) -> Chem.Mol:
+    """Atoms and a 3D conformer, no bonds, no implicit hydrogens."""
+    z, pos = _check_molecule(atomic_numbers, positions, "bare_mol")
+    return Chem.Mol(_bare_mol(z, pos, no_implicit=True))
+
+
 def _bare_mol(z: np.ndarray, pos: np.ndarray, no_implicit: bool) -> Chem.RWMol:
     mol = Chem.RWMol()
     for a in z.tolist():

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             args.run(args)
-        except (MoleculeFileError, PretrainedError, FileNotFoundError) as e:
+        except (MoleculeFileError, PretrainedError, FileNotFoundError, ValueError) as e:
             raise SystemExit(f"dit3d {args.command} {args.domain}: error: {e}") from None
     elif args.command == "presets":
         presets_main()

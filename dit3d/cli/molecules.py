@@ -8,13 +8,20 @@ import time
 from pathlib import Path
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("molecules", help="sample molecules to SDF or XYZ")
     p.add_argument("--checkpoint", default="adit-qm9-cpu", help="pretrained folder or shipped name")
-    p.add_argument("-n", type=int, default=100, help="number of molecules")
+    p.add_argument("-n", type=positive_int, default=100, help="number of molecules")
     p.add_argument("-o", "--output", required=True, help="output file (.sdf or .xyz)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="ODE steps (default: the checkpoint's)")
+    p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")
     p.add_argument("--solver", choices=("euler", "heun"))
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     p.set_defaults(run=run_sample)
@@ -27,6 +34,8 @@ def run_sample(args: argparse.Namespace) -> None:
     out = Path(args.output)
     if out.suffix.lower() not in (".sdf", ".xyz"):
         raise SystemExit(f"{out}: output must end in .sdf or .xyz")
+    if not out.resolve().parent.is_dir():  # fail before minutes of sampling, not after
+        raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
     gen = MoleculeGenerator.from_pretrained(args.checkpoint)
     options = {k: v for k in ("steps", "solver", "guidance") if (v := getattr(args, k)) is not None}
     start = time.perf_counter()
@@ -43,7 +52,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=("edm", "adit"), default="edm")
     p.add_argument("--train-smiles", default="qm9",
                    help="'qm9' (QM9 training split), 'none', or a file with one SMILES per line")
-    p.add_argument("--out", help="also write the JSON here, with a PNG grid of 2-D depictions beside it")
+    p.add_argument("--out", help="also write the JSON here, with a PNG grid of 2-D depictions beside it "
+                                 "(same name, ending _grid.png)")
     p.set_defaults(run=run_evaluate)
 
 
@@ -73,7 +83,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if args.out:
         with atomic_output(args.out) as tmp:
             Path(tmp).write_text(line + "\n")
-        depict_grid(records, Path(args.out).with_suffix(".png"))
+        out = Path(args.out)
+        depict_grid(records, out.with_name(out.stem + "_grid.png"))
 
 
 def depict_grid(records, path: Path, count: int = 24) -> None:
@@ -109,7 +120,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("molecules", help="turn a stage-2 Lightning checkpoint into a pretrained folder")
     p.add_argument("checkpoint", help="ADiTLatentModule .ckpt from `dit3d fit`")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
@@ -123,6 +134,9 @@ def run_export(args: argparse.Namespace) -> None:
     module = load_latent_checkpoint(args.checkpoint)
     gen = MoleculeGenerator.from_lightning(module, {"steps": args.steps, "solver": args.solver,
                                                     "guidance": args.guidance})
+    bad = [n for n in args.note if "=" not in n]
+    if bad:
+        raise SystemExit(f"--note takes KEY=VALUE, got {bad}")
     notes = dict(n.split("=", 1) for n in args.note)
     gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -93,6 +93,8 @@ class QM9DataModule(LightningDataModule):
         if shuffle and self.group_by_size:
             dataset = self._dataset(split)
             sampler = SizeGroupedBatchSampler(atom_counts(dataset), self.batch_size, seed=self.seed)
+            if self.trainer is not None:  # Lightning only calls set_epoch on samplers it knows
+                sampler.set_epoch(self.trainer.current_epoch)
             return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                               pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
         # A fresh seeded generator per loader: the shuffle advances across epochs within a

@@ -344,20 +344,24 @@ def qm9_smiles(split: str = "train", root: str | None = None) -> list[str]:
     return QM9(root=root, split=split).smiles
 
 
-def atom_counts(dataset: Sequence[Data]) -> Tensor:
-    """Atoms per molecule, ``(M,)`` long, in dataset order.
-
-    Reads the stored ``num_atoms`` of an :class:`InMemoryDataset` without materialising
-    the molecules; any other sequence of :class:`~torch_geometric.data.Data` is counted
-    one by one via ``num_nodes``.
-    """
+def graph_values(dataset: Sequence[Data], key: str) -> Tensor:
+    """A per-system scalar field (``num_atoms``, ``dataset_idx``...), ``(M,)``, in dataset
+    order. Reads an :class:`InMemoryDataset`'s storage without materialising the systems;
+    any other sequence of :class:`~torch_geometric.data.Data` is read one by one."""
     storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
-    if isinstance(storage, Data) and "num_atoms" in storage:
-        counts = storage.num_atoms.view(-1)
+    if isinstance(storage, Data) and key in storage:
+        values = storage[key].view(-1)
         if dataset._indices is not None:
-            counts = counts[torch.as_tensor(list(dataset.indices()), dtype=torch.long)]
-        return counts
-    return torch.tensor([int(d.num_nodes) for d in dataset], dtype=torch.long)
+            values = values[torch.as_tensor(list(dataset.indices()), dtype=torch.long)]
+        return values
+    if key == "num_atoms":
+        return torch.tensor([int(d.num_nodes) for d in dataset], dtype=torch.long)
+    return torch.cat([d[key].view(-1) for d in dataset])
+
+
+def atom_counts(dataset: Sequence[Data]) -> Tensor:
+    """Atoms per molecule, ``(M,)`` long, in dataset order (see :func:`graph_values`)."""
+    return graph_values(dataset, "num_atoms")
 
 
 def atom_count_histogram(dataset: Sequence[Data]) -> Tensor:

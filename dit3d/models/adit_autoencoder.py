@@ -6,10 +6,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dit3d.tokenizers.atoms import AtomAutoencoder, Atoms
+from dit3d.models.optim import adamw_with_warmup
+from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import center, corrupt, rotate_and_center
-
-MOLECULE, CRYSTAL = 0, 1
 
 
 def min_image(diff: Tensor) -> Tensor:
@@ -94,9 +93,7 @@ class ADiTAutoencoderModule(LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
-        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, hp.warmup_steps)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        return adamw_with_warmup(self.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
 
 
 def reconstruction_metrics(out: dict[str, Tensor], target: Atoms, match_rmsd: float) -> dict[str, Tensor]:

@@ -8,8 +8,11 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from dit3d.data.qm9 import graph_values
+from dit3d.models.adit_sampling import sample_latents
+from dit3d.models.optim import adamw_with_warmup
 from dit3d.nn import DiT
-from dit3d.objectives import FlowMatching, classifier_free_guidance
+from dit3d.objectives import FlowMatching
 from dit3d.tokenizers.atoms import AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import rotate_and_center
 
@@ -72,7 +75,8 @@ class ADiTLatentModule(LightningModule):
         stats_batches: batches used to measure latent mean and std.
         max_atoms: largest system size of the atom-count histogram.
         ema_decay: decay of the exponential moving average of the DiT weights that
-            sampling uses (``ema_dit``); 0 samples with the raw weights.
+            sampling uses (``ema_dit``), warmed up as ``min(decay, (1 + n) / (10 + n))``
+            after ``n`` optimiser steps; 0 samples with the raw weights.
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
@@ -85,7 +89,7 @@ class ADiTLatentModule(LightningModule):
         self.autoencoder = load_autoencoder(autoencoder)
         self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
         latent = self.autoencoder.latent_dim
-        self.dit = DiT(latent, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+        self.dit = DiT(latent, time_scale=1000.0, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
                        num_classes=2, class_dropout=class_dropout, self_condition=self_condition_prob > 0)
         self.ema_dit = copy.deepcopy(self.dit).requires_grad_(False) if ema_decay > 0 else None
         self.flow = FlowMatching(prediction, time_sampling, self_condition_prob=self_condition_prob)
@@ -103,38 +107,54 @@ class ADiTLatentModule(LightningModule):
         return (mean - self.latent_mean) / self.latent_std * atoms.mask[..., None]
 
     @torch.no_grad()
-    def measure_statistics(self, batches) -> None:
-        """Latent mean/std over the real atoms of ``batches`` and atom-count histograms."""
-        zs, hist = [], torch.zeros_like(self.atom_count_hist)
-        for i, batch in enumerate(batches):
+    def measure_statistics(self, dataset, batches) -> None:
+        """Latent mean/std over the real atoms of the first ``stats_batches`` of
+        ``batches``, and per-kind atom-count histograms of the whole ``dataset``."""
+        zs = []
+        for i, batch in zip(range(self.hparams.stats_batches), batches):
             atoms = Atoms.from_pyg(batch.to(self.device))
-            counts = atoms.mask.sum(-1).clamp(max=self.hparams.max_atoms)
-            hist.index_put_((atoms.dataset_idx, counts), torch.ones_like(counts, dtype=hist.dtype), accumulate=True)
-            if i < self.hparams.stats_batches:
-                zs.append(self.autoencoder.encode(rotate_and_center(atoms))[0][atoms.mask])
+            zs.append(self.autoencoder.encode(rotate_and_center(atoms))[0][atoms.mask])
         z = torch.cat(zs)  # (atoms, L)
         self.latent_mean.copy_(z.mean(0))
         self.latent_std.copy_(z.std(0).clamp(min=1e-3))
+        counts = graph_values(dataset, "num_atoms").clamp(max=self.hparams.max_atoms)
+        kinds = graph_values(dataset, "dataset_idx")
+        hist = torch.zeros_like(self.atom_count_hist)
+        hist.index_put_((kinds.to(hist.device), counts.to(hist.device)), torch.ones_like(hist[0, 0]).expand(len(counts)),
+                        accumulate=True)
         self.atom_count_hist.copy_(hist)
         self.stats_ready.fill_(True)
 
     def on_fit_start(self) -> None:
-        if not bool(self.stats_ready):
-            self.measure_statistics(self.trainer.datamodule.train_dataloader())
+        if bool(self.stats_ready):
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_dataset"):
+            raise RuntimeError("ADiTLatentModule measures latent statistics from the datamodule's train_dataset; "
+                               "pass a datamodule to Trainer.fit (e.g. dit3d.data.QM9DataModule)")
+        self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> Tensor:
         atoms = rotate_and_center(Atoms.from_pyg(batch))
         z = self.encode(atoms)  # (B, N, L)
-        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=atoms.dataset_idx)
+        y = self.dit.drop_labels(atoms.dataset_idx)  # once: both self-conditioning calls see the same labels
+        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=y)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema(self.global_step)
+
     @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def update_ema(self, step: int) -> None:
+        """Move the EMA weights towards the current ones after optimiser step ``step``;
+        the decay grows as ``(1 + step) / (10 + step)`` up to ``ema_decay`` so the average
+        forgets the random initialisation quickly."""
         if self.ema_dit is not None:  # EMA of weights: smoother samples than the last iterate
-            ema, raw = list(self.ema_dit.parameters()), list(self.dit.parameters())
-            torch._foreach_lerp_(ema, raw, 1.0 - self.hparams.ema_decay)
+            decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(list(self.ema_dit.parameters()), list(self.dit.parameters()), 1.0 - decay)
 
     @property
     def sampling_dit(self) -> DiT:
@@ -143,34 +163,21 @@ class ADiTLatentModule(LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         atoms = rotate_and_center(Atoms.from_pyg(batch), torch.Generator().manual_seed(batch_idx))
-        g = torch.Generator().manual_seed(1000 + batch_idx)  # fixed t and noise: comparable across epochs
         z = self.encode(atoms)
-        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, generator=g, y=atoms.dataset_idx)
-        self.log("val/loss", loss, prog_bar=True, batch_size=z.shape[0])
+        for name, net in (("val/loss", self.dit), ("val/loss_ema", self.ema_dit)):
+            if net is not None:
+                g = torch.Generator().manual_seed(1000 + batch_idx)  # same t and noise for both
+                loss = self.flow.training_loss(net, z, mask=atoms.mask, generator=g, y=atoms.dataset_idx)
+                self.log(name, loss, prog_bar=True, batch_size=z.shape[0])
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(self.dit.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=True)
-        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, hp.warmup_steps)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        return adamw_with_warmup(self.dit.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
 
     # ----------------------------------------------------------------- sampling
-    @torch.no_grad()
     def sample_latents(self, num_atoms: Tensor, kind: int = 0, steps: int = 100, solver: str = "euler",
                        guidance: float = 1.0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Generate de-standardised latents for systems of the given sizes.
-
-        Shapes:
-            num_atoms: ``(B,)`` -> latents ``(B, N, L)``, mask ``(B, N)`` with ``N = max(num_atoms)``
-        """
-        dit = self.sampling_dit.eval()
-        B, N = num_atoms.shape[0], int(num_atoms.max())
-        mask = torch.arange(N, device=num_atoms.device)[None] < num_atoms[:, None]  # (B, N)
-        y = torch.full((B,), kind, dtype=torch.long, device=mask.device)
-        if guidance == 1.0:
-            model = lambda x, t, **kw: dit(x, t, y=y, **kw)  # noqa: E731
-        else:
-            model = classifier_free_guidance(dit, guidance, {"y": y}, {"y": torch.full_like(y, 2)})
-        z = self.flow.sample(model, (B, N, self.autoencoder.latent_dim), steps=steps, solver=solver, mask=mask,
-                             generator=generator, progress=False)
-        return (z * self.latent_std + self.latent_mean) * mask[..., None], mask
+        """De-standardised latents for systems of the given sizes
+        (:func:`~dit3d.models.adit_sampling.sample_latents` with the EMA network)."""
+        return sample_latents(self.sampling_dit, self.flow, num_atoms, self.latent_mean, self.latent_std, kind,
+                              steps, solver, guidance, generator)

@@ -72,14 +72,17 @@ class TimestepEmbedder(nn.Module):
 class LabelEmbedder(nn.Module):
     r"""Class-label table with an extra *null* class for classifier-free guidance.
 
-    Row ``num_classes`` of the table is the null (unconditional) embedding. During
-    training each label is replaced by the null class with probability ``dropout_prob``
-    (Ho & Salimans 2022), so one network learns both p(x|y) and p(x).
+    Row ``num_classes`` of the table is the null (unconditional) embedding. Training
+    replaces each label by the null class with probability ``dropout_prob``
+    (Ho & Salimans 2022), so one network learns both p(x|y) and p(x). The drop is an
+    explicit call, :meth:`drop_labels`, made once per batch by the training step, not a
+    side effect of ``forward``: a step that calls the network twice (self-conditioning)
+    must show both calls the same labels.
 
     Args:
         num_classes: number of real classes; labels are ``0..num_classes-1``.
         hidden_size: output width ``D``.
-        dropout_prob: label dropout probability during training (0 disables the null row).
+        dropout_prob: probability used by :meth:`drop_labels`.
 
     Shapes:
         labels: ``(B,)`` long, values in ``[0, num_classes]`` (``num_classes`` = null)
@@ -100,11 +103,12 @@ class LabelEmbedder(nn.Module):
 
     def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Replace each label by the null class with probability ``dropout_prob``."""
-        drop = torch.rand(labels.shape, device=labels.device, generator=generator) < self.dropout_prob
+        # draw where the generator lives, then move: same seed, same drops on any device
+        u = torch.rand(labels.shape, generator=generator, device=generator.device if generator else labels.device)
+        drop = u.to(labels.device) < self.dropout_prob
         return torch.where(drop, torch.full_like(labels, self.null_class), labels)
 
-    def forward(self, labels: Tensor, force_drop: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+    def forward(self, labels: Tensor, force_drop: Tensor | None = None) -> Tensor:
         if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"labels must be an integer tensor of shape (B,), got {labels.dtype} {tuple(labels.shape)}")
         if labels.numel() and (labels.min() < 0 or labels.max() > self.num_classes):
@@ -112,8 +116,6 @@ class LabelEmbedder(nn.Module):
                 f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class), "
                 f"got range [{int(labels.min())}, {int(labels.max())}]"
             )
-        if self.training and self.dropout_prob > 0:
-            labels = self.drop_labels(labels, generator)
         if force_drop is not None:
             labels = torch.where(force_drop.bool(), torch.full_like(labels, self.null_class), labels)
         return self.embedding_table(labels)  # (B, D)

@@ -31,7 +31,9 @@ class DiT(nn.Module):
             ``num_heads`` override it.
         num_classes: number of labels (0: unconditional). Row ``num_classes`` is null.
         class_dropout: label dropout for classifier-free guidance.
-        time_scale: multiplier of ``t`` in the time embedder (1000 for flow matching).
+        time_scale: multiplier of ``t`` in the time embedder: 1000 for flow matching's
+            ``t`` in [0, 1], 1 for DDPM's integer steps (required: the wrong one silently
+            degrades the model).
         self_condition: accept ``self_cond`` (same shape as ``x_t``).
         pos_embed: optional fixed ``(T, hidden_size)`` table added to the tokens.
         **trunk_kwargs: passed to :class:`DiTTrunk` (``mlp_ratio``, ``qk_norm``, ...).
@@ -41,11 +43,15 @@ class DiT(nn.Module):
         self_cond: ``(B, T, in_dim)`` -> ``(B, T, out_dim)``
     """
 
-    def __init__(self, in_dim: int, out_dim: int | None = None, preset: str = "DiT-S", depth: int | None = None,
-                 hidden_size: int | None = None, num_heads: int | None = None, num_classes: int = 0,
-                 class_dropout: float = 0.1, time_scale: float = 1000.0, self_condition: bool = False,
+    def __init__(self, in_dim: int, out_dim: int | None = None, *, time_scale: float, preset: str = "DiT-S",
+                 depth: int | None = None, hidden_size: int | None = None, num_heads: int | None = None,
+                 num_classes: int = 0, class_dropout: float = 0.1, self_condition: bool = False,
                  pos_embed: Tensor | None = None, **trunk_kwargs) -> None:
         super().__init__()
+        #: constructor arguments (bar ``pos_embed``), stored with the weights by generators
+        self.config = dict(in_dim=in_dim, out_dim=out_dim, time_scale=time_scale, preset=preset, depth=depth,
+                           hidden_size=hidden_size, num_heads=num_heads, num_classes=num_classes,
+                           class_dropout=class_dropout, self_condition=self_condition, **trunk_kwargs)
         cfg = preset_config(preset)
         cfg.update({k: v for k, v in dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads).items() if v})
         D = cfg["hidden_size"]
@@ -57,8 +63,13 @@ class DiT(nn.Module):
         self.trunk = DiTTrunk(**cfg, out_dim=self.out_dim, **trunk_kwargs)
         initialize_weights(self)
 
+    def drop_labels(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Label dropout for classifier-free guidance; call once per training batch."""
+        return self.y_embed.drop_labels(y, generator) if self.y_embed is not None else y
+
     def condition(self, t: Tensor, y: Tensor | None) -> Tensor:
-        """``(B, D)`` conditioning vector from times and (optional) labels."""
+        """``(B, D)`` conditioning vector from times and (optional) labels; ``None``
+        labels mean the null class."""
         c = self.t_embed(t)  # (B, D)
         if self.y_embed is not None:
             if y is None:

@@ -1,4 +1,4 @@
 """Tokenizers: domain data <-> tokens for the shared trunk."""
-from dit3d.tokenizers.atoms import MASK_TOKEN, MAX_Z, AtomAutoencoder, Atoms
+from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MAX_Z, MOLECULE, AtomAutoencoder, Atoms
 
-__all__ = ["AtomAutoencoder", "Atoms", "MASK_TOKEN", "MAX_Z"]
+__all__ = ["AtomAutoencoder", "Atoms", "CRYSTAL", "MASK_TOKEN", "MAX_Z", "MOLECULE"]

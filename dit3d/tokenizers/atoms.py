@@ -11,6 +11,8 @@ from dit3d.nn import DiTTrunk, initialize_weights
 #: atomic numbers 1..MAX_Z; index 0 is the [MASK] token used by denoising corruption
 MAX_Z = 100
 MASK_TOKEN = 0
+#: system kinds (``dataset_idx``); the label embedders reserve ``2`` for the null class
+MOLECULE, CRYSTAL = 0, 1
 
 
 def _mlp(d_in: int, d: int) -> nn.Sequential:
