@@ -36,3 +36,14 @@ def test_trunk_benchmark_cli_prints_one_json_line():
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 0 and len(lines) == 1
     assert json.loads(lines[0])["preset"] == "DiT-S"
+
+
+@pytest.mark.slow
+def test_adit_qm9_benchmark_prints_one_json_line():
+    proc = subprocess.run([sys.executable, "-m", "dit3d.bench", "adit-qm9", "--quick"],
+                          capture_output=True, text=True, timeout=1800)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-2000:]
+    result = json.loads(lines[0])
+    for key in ("vae_step_s", "dit_step_s", "sample_100_s", "validity", "mol_stability", "uniqueness"):
+        assert result[key] >= 0, key

@@ -5,6 +5,8 @@
   real QM9 training molecules.
 - ``dit_step_s``: latent DiT-S on the same batch, self-conditioning at its 50% rate
   (the mean of a step with and a step without the extra no-grad pass).
+- ``*_grouped``: the same on the median batch of size-grouped batching (what the CPU
+  configs train on), with the padding fractions of both batches.
 - ``sample_100_s``: sample and decode 100 molecules (``sample_arrays``) with the shipped
   checkpoint's default settings; ``sample_100_mols_s`` adds RDKit bond perception.
 - quality of the shipped checkpoint on ``num_samples`` molecules (seed 0) under both
@@ -22,11 +24,19 @@ from torch_geometric.loader import DataLoader
 from dit3d.bench.timing import median_time
 
 
-def qm9_batch(size: int = 64, seed: int = 0):
-    from dit3d.data import QM9
+def qm9_batch(size: int = 64, seed: int = 0, grouped: bool = False):
+    """A random batch of real QM9 training molecules, or (``grouped``) the median-size
+    batch of the first epoch of :class:`~dit3d.data.SizeGroupedBatchSampler`, which is
+    what the CPU configs feed the latent DiT."""
+    from dit3d.data import QM9, SizeGroupedBatchSampler, atom_counts
 
     ds = QM9(split="train")
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:size]
+    if grouped:
+        batches = list(SizeGroupedBatchSampler(atom_counts(ds), size, seed=seed))
+        batches = sorted((b for b in batches if len(b) == size), key=lambda b: int(atom_counts(ds)[b].sum()))
+        idx = torch.tensor(batches[len(batches) // 2])
+    else:
+        idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:size]
     return next(iter(DataLoader(ds[idx], batch_size=size)))
 
 
@@ -85,10 +95,15 @@ def run(quick: bool = False, checkpoint: str = "adit-qm9-cpu") -> dict[str, Any]
     from dit3d.api import MoleculeGenerator
 
     repeats = 2 if quick else 5
-    batch = qm9_batch()
-    result: dict[str, Any] = {"batch_molecules": 64, "batch_atoms": int(batch.num_nodes)}
+    batch, grouped = qm9_batch(), qm9_batch(grouped=True)
+    pad = lambda b: 1 - b.num_nodes / (b.num_graphs * int(torch.bincount(b.batch).max()))  # noqa: E731
+    result: dict[str, Any] = {"batch_molecules": 64, "batch_atoms": int(batch.num_nodes),
+                              "padding_fraction": round(pad(batch), 3),
+                              "grouped_padding_fraction": round(pad(grouped), 3)}
     result["vae_step_s"] = round(vae_step_time(batch, repeats), 3)
     result |= {k: round(v, 3) for k, v in dit_step_time(batch, repeats).items()}
+    result["vae_step_s_grouped"] = round(vae_step_time(grouped, repeats), 3)
+    result["dit_step_s_grouped"] = round(dit_step_time(grouped, repeats)["dit_step_s"], 3)
     gen = MoleculeGenerator.from_pretrained(checkpoint)
     start = time.perf_counter()
     gen.sample_arrays(100, seed=1)
