@@ -1,4 +1,4 @@
-"""Molecule files: atomic writes, multi-frame XYZ, SDF, and element symbols.
+"""Molecule files: multi-frame XYZ, SDF, and element symbols (atomic writes via :mod:`dit3d.fileio`).
 
 A molecule here is what a generator outputs: atomic numbers ``(N,)`` and Cartesian
 positions ``(N, 3)`` in Angstrom, optionally with an RDKit ``Mol`` (SDF) and a comment.
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from rdkit import Chem, rdBase
+
+from dit3d.fileio import atomic_output, atomic_write
 
 __all__ = [
     "MoleculeFileError", "MoleculeRecord", "atomic_number", "element_symbol", "to_atomic_numbers",
@@ -127,48 +128,6 @@ def _check_molecule(atomic_numbers: Sequence[int] | np.ndarray, positions: Seque
     if not np.isfinite(pos).all():
         raise ValueError(f"{what}: positions contain NaN or inf; drop or fix this molecule before writing it")
     return z, pos
-
-
-@contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
-
-    The temporary file lives in the same directory, so :func:`os.replace` is an atomic
-    rename: readers see the old file or the complete new one, never a partial write. If
-    the body raises, the temporary file is deleted and ``path`` is left untouched.
-
-    Example:
-        >>> import tempfile
-        >>> target = Path(tempfile.mkdtemp()) / "out.txt"
-        >>> with atomic_output(target) as tmp:
-        ...     _ = tmp.write_text("done")
-        >>> target.read_text()
-        'done'
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a directory")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # Create through os.open with 0o666 so the final file gets the usual umask
-    # permissions (mkstemp would leave it 0o600).
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # data on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: PathLike, write_fn: Callable[[Path], None]) -> Path:
-    """Call ``write_fn(tmp_path)`` and move the result onto ``path`` atomically (see :func:`atomic_output`)."""
-    with atomic_output(path) as tmp:
-        write_fn(tmp)
-    return Path(path)
 
 
 def write_xyz(path: PathLike, molecules: Iterable[Sequence]) -> Path:

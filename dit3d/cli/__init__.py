@@ -2,8 +2,9 @@
 
 ``dit3d fit|validate|test|predict -c CONFIG`` are Lightning's own subcommands
 (LightningCLI): a config names any LightningModule and LightningDataModule by
-``class_path`` with their ``init_args``. ``dit3d sample|evaluate|export DOMAIN ...`` generate,
-score and package models (``dit3d sample molecules --help``); ``dit3d presets`` lists
+``class_path`` with their ``init_args``. ``dit3d sample|evaluate|export|convert DOMAIN ...``
+generate, score, package models and convert data (``dit3d sample molecules --help``,
+``dit3d convert shapes --help``); ``dit3d presets`` lists
 the trunk sizes and ``dit3d bench NAME`` runs a benchmark (``python -m dit3d.bench NAME``).
 """
 from __future__ import annotations
@@ -40,11 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `dit3d {name} --help`)", add_help=False)
     sub.add_parser("presets", help="list the trunk presets")
-    from dit3d.cli import molecules
+    from dit3d.cli import molecules, pointclouds
 
     for verb, adders, text in (("sample", [molecules.add_sample], "generate samples from a checkpoint"),
-                               ("evaluate", [molecules.add_evaluate], "score generated samples"),
-                               ("export", [molecules.add_export], "Lightning checkpoint -> pretrained folder")):
+                               ("evaluate", [molecules.add_evaluate, pointclouds.add_evaluate],
+                                "score generated samples"),
+                               ("export", [molecules.add_export], "Lightning checkpoint -> pretrained folder"),
+                               ("convert", [pointclouds.add_convert], "convert source data to a training layout")):
         domains = sub.add_parser(verb, help=text).add_subparsers(dest="domain", metavar="DOMAIN", required=True)
         for add in adders:
             add(domains)

@@ -1,6 +1,31 @@
-"""Datasets and data modules: QM9 molecules in the shared molecule/crystal format."""
-from dit3d.data.datamodule import QM9DataModule
-from dit3d.data.qm9 import QM9, atom_count_histogram, atom_counts, qm9_smiles
-from dit3d.data.samplers import SizeGroupedBatchSampler
+"""Datasets and data modules: QM9 molecules, ShapeNet PC15k point clouds, shape converters.
 
-__all__ = ["QM9", "QM9DataModule", "SizeGroupedBatchSampler", "atom_count_histogram", "atom_counts", "qm9_smiles"]
+Names are imported on first use (PyG and Lightning take seconds to load), so that
+``dit3d.data.shapes`` or ``dit3d.data.pointcloud_io`` can be used without them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "QM9": "dit3d.data.qm9", "atom_count_histogram": "dit3d.data.qm9", "atom_counts": "dit3d.data.qm9",
+    "qm9_smiles": "dit3d.data.qm9", "QM9DataModule": "dit3d.data.datamodule",
+    "SizeGroupedBatchSampler": "dit3d.data.samplers",
+    "PointCloudDataModule": "dit3d.data.pointclouds", "ShapeNetPC15k": "dit3d.data.pc15k",
+    "resolve_category": "dit3d.data.pc15k", "convert_shapes": "dit3d.data.shapes",
+    "PointCloudFileError": "dit3d.data.pointcloud_io", "read_pointclouds": "dit3d.data.pointcloud_io",
+    "write_npy": "dit3d.data.pointcloud_io", "write_ply": "dit3d.data.pointcloud_io",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dit3d.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

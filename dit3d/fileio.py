@@ -1,0 +1,120 @@
+"""Atomic file and folder writes, shared by every writer in the package (stdlib only).
+
+Readers never see a partial output: a file is written to a temporary sibling and renamed
+onto its destination (:func:`atomic_output`), a folder is built in a temporary sibling and
+renamed into place (:func:`atomic_directory`). If the writer fails, the temporary is
+deleted and the destination is left as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["atomic_directory", "atomic_output", "atomic_write"]
+
+PathLike = str | os.PathLike
+
+
+def _temp_name(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{tag}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    The temporary file lives in the same directory, so :func:`os.replace` is an atomic
+    rename: readers see the old file or the complete new one, never a partial write. If
+    the body raises, the temporary file is deleted and ``path`` is left untouched.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "out.txt"
+        >>> with atomic_output(target) as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> target.read_text()
+        'done'
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    tmp = _temp_name(path, "tmp")
+    # Create through os.open with 0o666 so the final file gets the usual umask
+    # permissions (mkstemp would leave it 0o600).
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # data on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: PathLike, write_fn: Callable[[Path], None]) -> Path:
+    """Call ``write_fn(tmp_path)`` and move the result onto ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        write_fn(tmp)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success rename it to ``path``.
+
+    An existing ``path`` is refused unless ``overwrite``; then it is moved aside, the new
+    folder renamed in, and the old one deleted, so ``path`` is never missing or mixed. If
+    the body raises, the temporary folder is deleted, ``path`` is untouched, and parents
+    this call created are removed again.
+
+    Args:
+        path: destination folder.
+        overwrite: replace an existing folder at ``path``.
+        make_parents: create missing parent folders (removed again on failure).
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "tree"
+        >>> with atomic_directory(target) as tmp:
+        ...     _ = (tmp / "a.txt").write_text("a")
+        >>> sorted(p.name for p in target.iterdir())
+        ['a.txt']
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another destination or allow overwriting it")
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cannot replace {path} with a folder: it is a file")
+    created: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        if not make_parents:
+            raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
+        created.append(parent)
+        parent = parent.parent
+    for p in reversed(created):
+        p.mkdir()
+    tmp = _temp_name(path, "tmpdir")
+    try:
+        tmp.mkdir()
+        yield tmp
+        if path.exists():
+            old = _temp_name(path, "old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise

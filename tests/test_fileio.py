@@ -1,0 +1,34 @@
+"""Atomic folder writes (the file writes are covered in test_chem_io.py)."""
+import pytest
+
+from dit3d.fileio import atomic_directory
+
+
+def test_atomic_directory_success_failure_and_overwrite(tmp_path):
+    target = tmp_path / "a" / "b" / "tree"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == []  # no tree, no temporary, and the parents it made are gone
+    with atomic_directory(target) as tmp:
+        (tmp / "v1.txt").write_text("1")
+    assert [p.name for p in target.iterdir()] == ["v1.txt"]
+    with pytest.raises(FileExistsError, match="already exists"):
+        with atomic_directory(target):
+            pass
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target, overwrite=True) as tmp:
+            raise RuntimeError
+    assert [p.name for p in target.iterdir()] == ["v1.txt"]  # the old tree survives a failed overwrite
+    with atomic_directory(target, overwrite=True) as tmp:
+        (tmp / "v2.txt").write_text("2")
+    assert [p.name for p in target.iterdir()] == ["v2.txt"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tree"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with atomic_directory(tmp_path / "x" / "y", make_parents=False):
+            pass
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError):
+        with atomic_directory(tmp_path / "file", overwrite=True):
+            pass
