@@ -19,14 +19,19 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-def preset_config(name: str) -> dict[str, int]:
-    """Arguments of a named preset; unknown names raise with the closest matches."""
+def lookup_preset(registry: dict[str, dict[str, Any]], name: str, what: str = "trunk") -> dict[str, Any]:
+    """A copy of ``registry[name]``; unknown names raise with the closest matches."""
     try:
-        return dict(PRESETS[name])
+        return dict(registry[name])
     except KeyError:
-        close = difflib.get_close_matches(name, PRESETS, n=3)
+        close = difflib.get_close_matches(name, registry, n=3)
         hint = f" Did you mean {close}?" if close else ""
-        raise KeyError(f"unknown trunk preset {name!r}.{hint} Known presets: {sorted(PRESETS)}") from None
+        raise KeyError(f"unknown {what} preset {name!r}.{hint} Known presets: {sorted(registry)}") from None
+
+
+def preset_config(name: str) -> dict[str, int]:
+    """Arguments of a named trunk preset; unknown names raise with the closest matches."""
+    return lookup_preset(PRESETS, name)
 
 
 def build_trunk(name: str, **overrides: Any) -> DiTTrunk:
