@@ -6,15 +6,15 @@ data (:mod:`dit3d.data`), chemistry I/O (:mod:`dit3d.chem`) and metrics
 (:mod:`dit3d.metrics`). Generators are importable from the top level:
 
     >>> import dit3d
-    >>> dit3d.MoleculeGenerator.KIND
-    'adit-molecules'
+    >>> dit3d.MoleculeGenerator.KIND, dit3d.ShapeGenerator.KIND
+    ('adit-molecules', 'dit3d-pointclouds')
 """
 from __future__ import annotations
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["MoleculeGenerator", "__version__"]
+__all__ = ["MoleculeGenerator", "ShapeGenerator", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from dit3d.api import MoleculeGenerator
 
         return MoleculeGenerator
+    if name == "ShapeGenerator":  # point clouds; no RDKit needed
+        from dit3d.api_shapes import ShapeGenerator
+
+        return ShapeGenerator
     raise AttributeError(f"module 'dit3d' has no attribute {name!r}")

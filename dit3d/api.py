@@ -1,4 +1,9 @@
-"""User-facing generators: load a shipped or trained model, sample chemistry objects."""
+"""User-facing generators: load a shipped or trained model and sample from it.
+
+:class:`MoleculeGenerator` (ADiT, RDKit molecules) lives here; :class:`ShapeGenerator`
+(DiT-3D point clouds) in :mod:`dit3d.api_shapes`, re-exported here with
+:func:`load_dit3d_checkpoint`.
+"""
 from __future__ import annotations
 
 import os
@@ -9,29 +14,15 @@ import numpy as np
 import torch
 from rdkit import Chem
 
+from dit3d.api_shapes import ShapeGenerator, load_dit3d_checkpoint  # noqa: F401 (re-exported)
 from dit3d.models.adit_sampling import decode_atoms, sample_latents
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
-from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, save_pretrained
+from dit3d.pretrained import (SHIPPED, PretrainedError, load_pretrained, load_state_strict,  # noqa: F401 (re-exported)
+                              resolve_pretrained, save_pretrained)
 from dit3d.tokenizers.atoms import MOLECULE, AtomAutoencoder
 
-#: checkpoints shipped in the repository's ``data/`` folder, by name
-SHIPPED = {"adit-qm9-cpu": "adit_qm9_cpu"}
 SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size")
-
-
-def resolve_pretrained(path_or_name: str | os.PathLike) -> Path:
-    """A folder path, or the name of a checkpoint shipped in ``data/``."""
-    path = Path(path_or_name)
-    if path.is_dir():
-        return path
-    if str(path_or_name) in SHIPPED:
-        shipped = Path(__file__).resolve().parents[1] / "data" / SHIPPED[str(path_or_name)]
-        if shipped.is_dir():
-            return shipped
-        raise PretrainedError(f"shipped checkpoint {path_or_name!r} is not at {shipped}: shipped checkpoints "
-                              "live in the source repository's data/ folder (install with pip install -e .)")
-    raise PretrainedError(f"{path_or_name}: neither a pretrained folder nor a shipped name ({sorted(SHIPPED)})")
 
 
 class MoleculeGenerator:

@@ -18,9 +18,28 @@ from safetensors.torch import load_file, save_file
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
+#: checkpoints shipped in the repository's ``data/`` folder, by name (re-exported by :mod:`dit3d.api`)
+SHIPPED = {"adit-qm9-cpu": "adit_qm9_cpu", "dit3d-chair-cpu": "dit3d_chair_cpu"}
+
 
 class PretrainedError(ValueError):
     """A pretrained folder is missing, incomplete, of the wrong kind or inconsistent."""
+
+
+def resolve_pretrained(path_or_name: str | os.PathLike) -> Path:
+    """A folder path, or the name of a checkpoint shipped in ``data/`` (:data:`SHIPPED`)."""
+    path = Path(path_or_name)
+    if path.is_dir():
+        return path
+    if str(path_or_name) in SHIPPED:
+        shipped = Path(__file__).resolve().parents[1] / "data" / SHIPPED[str(path_or_name)]
+        if shipped.is_dir():
+            return shipped
+        raise PretrainedError(f"shipped checkpoint {path_or_name!r} is not at {shipped}: shipped checkpoints "
+                              "live in the source repository's data/ folder (install with pip install -e .)")
+    hint = ("; a Lightning .ckpt must be exported first (`dit3d export DOMAIN CKPT -o DIR`)"
+            if path.is_file() and path.suffix == ".ckpt" else "")
+    raise PretrainedError(f"{path_or_name}: neither a pretrained folder nor a shipped name ({sorted(SHIPPED)}){hint}")
 
 
 def save_pretrained(directory: str | os.PathLike, kind: str, config: dict[str, Any],

@@ -1,4 +1,5 @@
-"""``dit3d evaluate pointclouds`` / ``dit3d convert shapes``."""
+"""``dit3d sample pointclouds`` / ``dit3d export pointclouds`` / ``dit3d evaluate pointclouds`` /
+``dit3d convert shapes``."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,111 @@ import sys
 from pathlib import Path
 
 from dit3d.cli.molecules import positive_int
+
+SAMPLE_SUFFIXES = (".npy", ".ply")
+
+
+def _category(text: str) -> str | int:
+    """A label index (``0``), a name (``chair``) or an 8-digit synset id (kept as text)."""
+    return int(text) if text.isdigit() and len(text) != 8 else text
+
+
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pointclouds", help="sample point clouds to .npy or .ply",
+                       description="Draw clouds from a DiT-3D pretrained folder, in the data frame of its training "
+                                   "set. .npy holds all clouds as one (n, N, 3) float32 array; .ply holds one cloud, "
+                                   "so with -n > 1 one file per cloud is written (-o chair.ply: chair_000.ply, "
+                                   "chair_001.ply, ...; all or none: a failure removes those already written).")
+    p.add_argument("--checkpoint", default="dit3d-chair-cpu", help="pretrained folder or shipped name")
+    p.add_argument("-n", type=positive_int, default=16, help="number of clouds")
+    p.add_argument("-o", "--output", required=True, help="output file (.npy, or .ply: one file per cloud)")
+    p.add_argument("--num-points", type=positive_int, default=2048, help="points per cloud")
+    p.add_argument("--category", type=_category, help="name, synset id or label index (needed if the model "
+                                                      "knows several categories)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), help="default: the checkpoint's (ddim)")
+    p.add_argument("--steps", type=positive_int, help="DDIM steps (default: the checkpoint's; DDPM runs all T)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1: none)")
+    p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
+    p.add_argument("--batch-size", type=positive_int, help="clouds denoised together (default: the checkpoint's)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_sample)
+
+
+def ply_paths(out: Path, n: int) -> list[Path]:
+    """``out`` itself for one cloud, else ``OUT_000.ply`` ... (at least 3 digits)."""
+    if n == 1:
+        return [out]
+    width = max(3, len(str(n - 1)))
+    return [out.with_name(f"{out.stem}_{i:0{width}d}{out.suffix}") for i in range(n)]
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    import time
+
+    from dit3d.api_shapes import ShapeGenerator
+    from dit3d.data.pointcloud_io import check_clouds, write_npy, write_ply
+
+    out = Path(args.output)
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise SystemExit(f"{out}: output must end in .npy or .ply")
+    if not out.resolve().parent.is_dir():  # fail before minutes of sampling, not after
+        raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
+    gen = ShapeGenerator.from_pretrained(args.checkpoint).to(args.device)
+    options = {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size")
+               if (v := getattr(args, k)) is not None}
+    start = time.perf_counter()
+    clouds = gen.sample_arrays(args.n, args.num_points, args.category, args.seed, not args.no_progress, **options)
+    if out.suffix.lower() == ".npy":
+        write_npy(out, clouds)
+        written = [out]
+    else:
+        check_clouds(clouds, out, batched=True)  # every cloud valid before the first file is written
+        written = []
+        try:
+            for path, cloud in zip(ply_paths(out, args.n), clouds):
+                written.append(write_ply(path, cloud))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+    where = out if len(written) == 1 else f"{written[0]} ... {written[-1].name}"
+    print(f"wrote {args.n} clouds of {args.num_points} points to {where} in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pointclouds", help="turn a DiT-3D Lightning checkpoint into a pretrained folder",
+                       description="Store the EMA network, the DDPM schedule, the data normalisation and category "
+                                   "names saved by PointCloudDataModule, and default sampling options.")
+    p.add_argument("checkpoint", help="DiT3DModule .ckpt from `dit3d fit`")
+    p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from dit3d.api_shapes import ShapeGenerator, load_dit3d_checkpoint
+
+    bad = [n for n in args.note if "=" not in n]
+    if bad:
+        raise SystemExit(f"--note takes KEY=VALUE, got {bad}")
+    if args.sampler == "ddpm" and args.steps is not None:
+        raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
+    module, stats = load_dit3d_checkpoint(args.checkpoint)
+    if stats is None:
+        print(f"warning: {args.checkpoint} holds no PointCloudDataModule statistics; samples will stay in the "
+              "training frame", file=sys.stderr)
+    steps = None if args.sampler == "ddpm" else (args.steps or 50)
+    gen = ShapeGenerator.from_lightning(module, stats, {"sampler": args.sampler, "steps": steps,
+                                                        "guidance": args.guidance})
+    provenance = {"checkpoint": str(args.checkpoint), **dict(n.split("=", 1) for n in args.note)}
+    gen.save_pretrained(args.output, extra={"provenance": provenance})
+    print(f"wrote {args.output}", file=sys.stderr)
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:

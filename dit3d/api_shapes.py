@@ -1,0 +1,284 @@
+"""Point-cloud generator: a trained DiT-3D (Mo et al. 2023) with its DDPM schedule and data frame.
+
+:class:`ShapeGenerator` holds the EMA network, the diffusion schedule, the training
+data's normalisation and category names, and default sampling options; it samples
+clouds in the data frame (as the references of :meth:`PointCloudDataModule.reference_clouds`).
+:func:`load_dit3d_checkpoint` rebuilds a trained module and the normalisation from a
+Lightning ``.ckpt`` without unpickling code. Re-exported by :mod:`dit3d.api`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dit3d.models.dit3d_net import DiT3D
+from dit3d.models.dit3d_sampling import SAMPLERS, sample_point_clouds
+from dit3d.objectives import GaussianDiffusion
+from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
+
+SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size")
+#: ``steps=None`` means the sampler's own default: 50 for DDIM, all ``T`` for DDPM
+DEFAULT_SAMPLING: dict[str, Any] = {"sampler": "ddim", "steps": 50, "guidance": 1.0, "eta": 0.0, "batch_size": 64}
+
+
+def load_dit3d_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] | None]:
+    """Rebuild a trained :class:`~dit3d.models.DiT3DModule` and its data normalisation from a
+    Lightning ``.ckpt``, without unpickling code (``torch.load(weights_only=True)``).
+
+    :class:`~dit3d.data.PointCloudDataModule` saves ``{"normalization_stats": stats}``
+    (its :meth:`state_dict`) under its class name in every checkpoint of a ``fit`` it
+    took part in; those statistics are returned, with ``"categories"`` (names in label
+    order) filled in from the data module's hyper-parameters when the statistics lack
+    them (``"per-shape"``, ``"none"``). ``None`` when the run used another data source.
+
+    Args:
+        path: ``.ckpt`` written by ``dit3d fit`` (or ``Trainer.save_checkpoint``).
+
+    Returns:
+        ``(module in eval mode, stats or None)``
+    """
+    from dit3d.data.pc15k import resolve_category
+    from dit3d.models.dit3d_module import DiT3DModule
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated files, non-checkpoints, pickled code
+        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    hp = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    try:
+        module = DiT3DModule(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise ValueError(f"{path}: not a DiT3DModule checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+    stats = None
+    for value in ckpt.values():
+        if isinstance(value, dict) and isinstance(value.get("normalization_stats"), dict):
+            stats = dict(value["normalization_stats"])
+    data_hp = ckpt.get("datamodule_hyper_parameters") or {}
+    if stats is not None and "categories" not in stats and data_hp.get("categories"):
+        cats = data_hp["categories"]
+        stats["categories"] = [resolve_category(c)[0] for c in ([cats] if isinstance(cats, str) else cats)]
+    return module.eval(), stats
+
+
+def _check_normalization(stats: Mapping[str, Any] | None) -> dict[str, Any]:
+    """JSON-ready copy of data-module statistics; ``None`` means no normalisation."""
+    if stats is None:
+        return {"normalization": "none"}
+    if not isinstance(stats, Mapping):
+        raise TypeError(f"normalization_stats must be a dict like PointCloudDataModule.stats, "
+                        f"got {type(stats).__name__}")
+    kind = stats.get("normalization")
+    out = dict(stats)
+    if kind == "global":
+        mean, std = np.asarray(stats.get("mean", ()), dtype=np.float64), stats.get("std")
+        good_std = isinstance(std, (int, float, np.floating)) and not isinstance(std, bool) and (
+            math.isfinite(std) and std > 0)
+        if mean.shape != (3,) or not np.isfinite(mean).all() or not good_std:
+            raise ValueError(f"global normalisation needs 'mean' (3 finite floats) and 'std' (float > 0), got "
+                             f"mean={stats.get('mean')!r}, std={std!r}")
+        out["mean"], out["std"] = [float(m) for m in mean], float(std)
+    elif kind not in ("none", "per-shape"):
+        raise ValueError(f"unknown normalization {kind!r} in the statistics; expected 'global', 'per-shape' or 'none'")
+    if "categories" in out:
+        out["categories"] = [str(c) for c in out["categories"]]
+    return out
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class ShapeGenerator:
+    """DiT-3D point-cloud sampler: DDIM (default) or ancestral DDPM, optional guidance,
+    samples mapped back to the data frame with the training normalisation.
+
+    ``"global"`` statistics are undone (``x * std + mean``); ``"per-shape"`` has no single
+    frame to return to, so those samples stay zero-mean, unit-std clouds; ``"none"`` is
+    the identity.
+
+    Args:
+        net: the noise predictor (the EMA copy of a trained module).
+        diffusion: :class:`~dit3d.objectives.GaussianDiffusion` arguments it was trained with.
+        normalization: the data module's :attr:`~dit3d.data.PointCloudDataModule.stats`, or None.
+        categories: names in label order (default: ``normalization["categories"]``).
+        sampling: defaults for :data:`SAMPLING_OPTIONS` (over :data:`DEFAULT_SAMPLING`).
+
+    Example:
+        >>> gen = ShapeGenerator.from_pretrained("dit3d-chair-cpu")  # doctest: +SKIP
+        >>> gen.sample_arrays(4, category="chair", seed=0).shape  # doctest: +SKIP
+        (4, 2048, 3)
+    """
+
+    KIND = "dit3d-pointclouds"
+
+    def __init__(self, net: DiT3D, diffusion: Mapping[str, Any], normalization: Mapping[str, Any] | None = None,
+                 categories: list[str] | None = None, sampling: Mapping[str, Any] | None = None) -> None:
+        self.net = net
+        self.diffusion_config = dict(diffusion)
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+        self.normalization = _check_normalization(normalization)
+        names = categories if categories is not None else self.normalization.get("categories")
+        self.categories = [str(c) for c in names] if names is not None else None
+        self.num_classes = int(net.config.get("num_classes", 0))
+        if self.categories is not None and self.num_classes > 0 and len(self.categories) != self.num_classes:
+            raise ValueError(f"{len(self.categories)} category names {self.categories} for a network with "
+                             f"{self.num_classes} classes; pass categories= with one name per class")
+        self.sampling = self._options(dict(DEFAULT_SAMPLING, **(sampling or {})), check_only=True)
+
+    def to(self, device: str | torch.device) -> ShapeGenerator:
+        """Move the network to ``device``, e.g. ``"cuda"`` (seeded noise is still drawn on the CPU)."""
+        self.net.to(device)
+        return self
+
+    # --------------------------------------------------------------- loading
+    @classmethod
+    def from_lightning(cls, module: Any, normalization_stats: Mapping[str, Any] | None = None,
+                       sampling: Mapping[str, Any] | None = None,
+                       categories: list[str] | None = None) -> ShapeGenerator:
+        """From a trained :class:`~dit3d.models.DiT3DModule` (its EMA network, shared, not copied)
+        and the data module's :attr:`~dit3d.data.PointCloudDataModule.stats`
+        (or the second value of :func:`load_dit3d_checkpoint`)."""
+        hp = getattr(module, "hparams", {})
+        if not hasattr(module, "sampling_model") or "num_timesteps" not in hp:
+            raise TypeError(f"from_lightning expects a DiT3DModule, got {type(module).__name__}")
+        diffusion = dict(num_timesteps=int(hp["num_timesteps"]), schedule="linear", prediction="eps",
+                         beta_start=float(hp["beta_start"]), beta_end=float(hp["beta_end"]))
+        return cls(module.sampling_model, diffusion, normalization_stats, categories, sampling)
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | os.PathLike) -> ShapeGenerator:
+        """Load a folder written by :meth:`save_pretrained`, or a shipped name (``"dit3d-chair-cpu"``)."""
+        directory = resolve_pretrained(path_or_name)
+        config, weights = load_pretrained(directory, cls.KIND)
+        missing = {"dit3d", "diffusion", "normalization", "sampling"} - set(config)
+        if missing:
+            raise PretrainedError(f"{directory}: config.json lacks {sorted(missing)}; re-export the model")
+        try:
+            net = DiT3D(**config["dit3d"])
+        except (TypeError, ValueError) as e:
+            raise PretrainedError(f"{directory}: bad DiT-3D config ({e})") from None
+        load_state_strict(net, {k[4:]: v for k, v in weights.items() if k.startswith("net.")}, str(directory))
+        return cls(net.eval(), config["diffusion"], config["normalization"], config.get("categories"),
+                   config["sampling"])
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Network weights (safetensors) and config (JSON: DiT-3D arguments, diffusion
+        schedule, normalisation, category names, sampling defaults), written atomically;
+        ``extra`` is stored in the config too (e.g. provenance)."""
+        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        config = {"dit3d": self.net.config, "diffusion": self.diffusion_config, "normalization": self.normalization,
+                  "categories": self.categories, "sampling": self.sampling}
+        clash = set(extra or {}) & (set(config) | {"kind"})
+        if clash:
+            raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
+        return save_pretrained(directory, self.KIND, config | (extra or {}), state)
+
+    # -------------------------------------------------------------- sampling
+    def _options(self, options: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
+        unknown = set(options) - set(SAMPLING_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
+        opts = options if check_only else {**self.sampling, **options}
+        if opts["sampler"] not in SAMPLERS:
+            raise ValueError(f"unknown sampler {opts['sampler']!r}; choose one of {SAMPLERS}")
+        if not check_only and opts["sampler"] == "ddpm" and "steps" not in options:
+            opts["steps"] = None  # the stored DDIM step count does not apply: DDPM runs all T steps
+        if opts["steps"] is not None:
+            _positive_int(opts["steps"], "steps")
+        _positive_int(opts["batch_size"], "batch_size")
+        for key in ("guidance", "eta"):
+            v = opts[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{key} must be a finite float >= 0, got {v!r}")
+        return dict(opts)
+
+    def label_of(self, category: str | int | None) -> int:
+        """Label index of ``category`` (name, synset id, or index); None for a one-category model."""
+        names = self.categories or [str(i) for i in range(self.num_classes)]
+        known = ", ".join(f"{i}: {n}" for i, n in enumerate(names)) or "none"
+        if self.num_classes == 0:
+            if category is not None:
+                raise ValueError(f"this model is unconditional; leave category=None (got {category!r})")
+            return 0
+        if category is None:
+            if self.num_classes == 1:
+                return 0
+            raise ValueError(f"this model knows {self.num_classes} categories ({known}); pass category=NAME or INDEX")
+        if isinstance(category, (int, np.integer)) and not isinstance(category, bool):
+            if 0 <= category < self.num_classes:
+                return int(category)
+        elif isinstance(category, str) and self.categories is not None:
+            from dit3d.data.pc15k import resolve_category
+
+            keys = {category.strip().lower()}
+            try:
+                keys |= set(resolve_category(category))  # a synset id matches its name
+            except ValueError:
+                pass
+            for i, name in enumerate(self.categories):
+                if name.lower() in keys:
+                    return i
+        raise ValueError(f"unknown category {category!r}; this model knows {known}")
+
+    def denormalize(self, points: np.ndarray) -> np.ndarray:
+        """Clouds ``(..., N, 3)`` from the training frame to the data frame (float32)."""
+        if self.normalization["normalization"] == "global":
+            points = np.asarray(points, dtype=np.float64) * self.normalization["std"] + np.asarray(
+                self.normalization["mean"])
+        return np.asarray(points, dtype=np.float32)
+
+    @torch.no_grad()
+    def sample_arrays(self, n: int, num_points: int = 2048, category: str | int | None = None,
+                      seed: int | None = None, progress: bool = False, **options: Any) -> np.ndarray:
+        """``n`` clouds of ``num_points`` points in the data frame.
+
+        The same ``seed`` and options give bit-identical clouds on the CPU; ``None``
+        draws a fresh seed. Torch's and NumPy's global random states are never touched.
+
+        Args:
+            n: number of clouds.
+            num_points: points per cloud.
+            category: name, synset id or label index; None for one-category models.
+            seed: seeds the initial noise and every sampling step.
+            progress: a progress bar per batch of ``batch_size`` clouds.
+            **options: override the stored defaults: ``sampler`` (``"ddim"``/``"ddpm"``),
+                ``steps`` (DDIM only; DDPM runs all ``T``), ``guidance``, ``eta``, ``batch_size``.
+
+        Shapes:
+            returns ``(n, num_points, 3)`` float32
+        """
+        n, num_points = _positive_int(n, "n"), _positive_int(num_points, "num_points")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        opts = self._options(options)
+        label = self.label_of(category)
+        g = torch.Generator().manual_seed(int(seed) if seed is not None else torch.Generator().seed())
+        out = np.empty((n, num_points, 3), dtype=np.float32)
+        for start in range(0, n, opts["batch_size"]):
+            size = min(opts["batch_size"], n - start)
+            x = sample_point_clouds(self.net, self.diffusion, size, num_points, label, opts["sampler"], opts["steps"],
+                                    float(opts["eta"]), float(opts["guidance"]), g, progress)
+            out[start:start + size] = self.denormalize(x.double().cpu().numpy())
+        return out
+
+    def sample(self, n: int, num_points: int = 2048, category: str | int | None = None, seed: int | None = None,
+               progress: bool = False, **options: Any) -> list[Any]:
+        """``n`` :class:`trimesh.PointCloud` objects (arguments as :meth:`sample_arrays`)."""
+        import trimesh
+
+        return [trimesh.PointCloud(c) for c in self.sample_arrays(n, num_points, category, seed, progress, **options)]
