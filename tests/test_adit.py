@@ -16,7 +16,7 @@ from dit3d.api import MoleculeGenerator
 from dit3d.data import QM9, QM9DataModule
 from dit3d.models import ADiTAutoencoderModule, ADiTLatentModule
 from dit3d.models.adit_autoencoder import min_image
-from dit3d.models.adit_latent import load_latent_checkpoint, replace_decoder
+from dit3d.models.adit_latent import load_latent_checkpoint
 from dit3d.pretrained import PretrainedError
 from dit3d.tokenizers import Atoms
 
@@ -165,39 +165,3 @@ def test_ema_update_and_sampling_network(trained):
     no_ema = ADiTLatentModule(latent.autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48,
                               num_heads=4, ema_decay=0.0)
     assert no_ema.sampling_dit is no_ema.dit
-
-
-def test_decoder_finetune_keeps_the_latents_and_swaps_in(trained, tmp_path):
-    data = QM9DataModule(batch_size=32, train_subset=64, val_subset=32)
-    with pytest.raises(ValueError, match="needs init_from"):
-        ADiTAutoencoderModule(freeze_encoder=True)
-    ae_ckpt = str(trained["tmp"] / "ae.ckpt")
-    torch.manual_seed(0)
-    module = ADiTAutoencoderModule(hidden_size=999, init_from=ae_ckpt, freeze_encoder=True, latent_noise=0.3, lr=1e-2)
-    assert module.hparams.hidden_size == 32  # the architecture comes from init_from
-    encoder_before = {k: v.clone() for k, v in module.autoencoder.encoder.state_dict().items()}
-    decoder_before = {k: v.clone() for k, v in module.autoencoder.decoder.state_dict().items()}
-    tiny_trainer(tmp_path, 3).fit(module, datamodule=data)
-    encoder_after, decoder_after = module.autoencoder.encoder.state_dict(), module.autoencoder.decoder.state_dict()
-    assert all(torch.equal(encoder_before[k], encoder_after[k]) for k in encoder_before)
-    assert any(not torch.equal(decoder_before[k], decoder_after[k]) for k in decoder_before)
-
-    latent = load_latent_checkpoint(trained["latent_ckpt"])
-    replace_decoder(latent, module.autoencoder)
-    assert all(torch.equal(a, b) for a, b in zip(latent.autoencoder.decoder.parameters(),
-                                                 module.autoencoder.decoder.parameters()))
-    other = ADiTAutoencoderModule(hidden_size=32, depth=1, num_heads=4, latent_dim=4)
-    with pytest.raises(ValueError, match="encoder differs"):
-        replace_decoder(latent, other.autoencoder)
-
-
-def test_latent_perturbation_scale_and_mask():
-    module = ADiTAutoencoderModule(hidden_size=32, depth=1, num_heads=4, latent_dim=4, latent_noise=0.5)
-    torch.manual_seed(0)
-    mean = torch.randn(64, 10, 4) * torch.tensor([1.0, 2.0, 4.0, 8.0])
-    mask = torch.ones(64, 10, dtype=torch.bool)
-    mask[:, 7:] = False
-    noise = module.latent_perturbation(mean, mask)
-    assert torch.all(noise[~mask] == 0)
-    ratio = noise[mask].std(0) / mean[mask].std(0)  # E[u^2] = 1/3 for u ~ U(0, 1): 0.5 / sqrt(3) = 0.29
-    assert torch.allclose(ratio, torch.full((4,), 0.5 / 3 ** 0.5), rtol=0.2)

@@ -123,24 +123,20 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
     p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--autoencoder", help="decoder fine-tune (same frozen encoder) to ship instead of the DiT's own")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
     p.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
     from dit3d.api import MoleculeGenerator
-    from dit3d.models.adit_latent import load_autoencoder, load_latent_checkpoint, replace_decoder
+    from dit3d.models.adit_latent import load_latent_checkpoint
 
     module = load_latent_checkpoint(args.checkpoint)
-    if args.autoencoder:
-        replace_decoder(module, load_autoencoder(args.autoencoder))
     gen = MoleculeGenerator.from_lightning(module, {"steps": args.steps, "solver": args.solver,
                                                     "guidance": args.guidance})
     bad = [n for n in args.note if "=" not in n]
     if bad:
         raise SystemExit(f"--note takes KEY=VALUE, got {bad}")
     notes = dict(n.split("=", 1) for n in args.note)
-    provenance = {"checkpoint": str(args.checkpoint), "autoencoder": args.autoencoder, **notes}
-    gen.save_pretrained(args.output, extra={"provenance": provenance})
+    gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}})
     print(f"wrote {args.output}", file=sys.stderr)

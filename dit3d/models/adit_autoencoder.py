@@ -6,14 +6,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dit3d.models.adit_latent import load_autoencoder
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import center, corrupt, rotate_and_center
-
-ARCHITECTURE = ("hidden_size", "depth", "num_heads", "latent_dim")
-#: modules that compute the latents (``kind_embed`` conditions both trunks; frozen with the encoder)
-ENCODER_SIDE = ("type_embed", "pos_embed", "frac_embed", "kind_embed", "encoder")
 
 
 def min_image(diff: Tensor) -> Tensor:
@@ -60,50 +55,21 @@ class ADiTAutoencoderModule(LightningModule):
         mask_prob, jitter_prob, jitter_std: denoising corruption.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         match_rmsd: RMSD threshold (Angstrom) of the match rate.
-        latent_noise: train the decoder on latents perturbed by Gaussian noise of
-            standard deviation ``u * latent_noise`` per system (``u ~ U(0, 1)``), in units
-            of the batch's per-channel spread of posterior means. A VAE with ADiT's KL
-            weight is nearly deterministic (posterior std ~1e-3 of the latent spread), so
-            its decoder never sees latents off the data manifold; a latent DiT's samples
-            miss it by a few percent, which such a decoder turns into broken molecules.
-        init_from: start from this stage-1 checkpoint or pretrained folder; the
-            architecture comes from it (``hidden_size`` ... ``latent_dim`` are ignored).
-        freeze_encoder: train the decoder side only (with ``init_from``). The latents do
-            not change, so a latent DiT trained on the original encoder can use the new
-            decoder (``dit3d export molecules CKPT --autoencoder NEW``).
     """
 
     def __init__(self, hidden_size: int = 512, depth: int = 8, num_heads: int = 8, latent_dim: int = 8,
                  kl_weight: float = 1e-5, type_weight: float = 1.0, pos_weight: float = 10.0,
                  frac_weight: float = 10.0, lattice_weight: float = 1.0, mask_prob: float = 0.1,
                  jitter_prob: float = 0.1, jitter_std: float = 0.1, lr: float = 1e-4,
-                 weight_decay: float = 0.0, warmup_steps: int = 500, match_rmsd: float = 0.25,
-                 latent_noise: float = 0.0, init_from: str | None = None, freeze_encoder: bool = False) -> None:
+                 weight_decay: float = 0.0, warmup_steps: int = 500, match_rmsd: float = 0.25) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if init_from is None:
-            if freeze_encoder:
-                raise ValueError("freeze_encoder=True needs init_from: a trained autoencoder to keep the encoder of")
-            self.autoencoder = AtomAutoencoder(hidden_size, depth, num_heads, latent_dim)
-        else:
-            self.autoencoder = load_autoencoder(init_from).train().requires_grad_(True)
-            self.hparams.update({k: self.autoencoder.config[k] for k in ARCHITECTURE})
-        if freeze_encoder:
-            for name in ENCODER_SIDE:
-                getattr(self.autoencoder, name).requires_grad_(False)
+        self.autoencoder = AtomAutoencoder(hidden_size, depth, num_heads, latent_dim)
 
     def forward(self, atoms: Atoms, sample: bool = True) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         mean, logvar = self.autoencoder.encode(atoms)  # (B, N, L) each
         z = self.autoencoder.sample_latent(mean, logvar) if sample else mean
-        if sample and self.hparams.latent_noise > 0:
-            z = z + self.latent_perturbation(mean, atoms.mask)
         return self.autoencoder.decode(z, atoms.mask, atoms.dataset_idx), mean, logvar
-
-    def latent_perturbation(self, mean: Tensor, mask: Tensor) -> Tensor:
-        """Noise ``(B, N, L)`` of per-system scale ``u * latent_noise * spread``."""
-        spread = mean.detach()[mask].std(0)  # (L,)
-        level = torch.rand(mean.shape[0], 1, 1, device=mean.device) * self.hparams.latent_noise  # (B, 1, 1)
-        return torch.randn_like(mean) * level * spread * mask[..., None]
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         hp = self.hparams
@@ -127,7 +93,7 @@ class ADiTAutoencoderModule(LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return adamw_with_warmup([p for p in self.parameters() if p.requires_grad], hp.lr, hp.weight_decay, hp.warmup_steps)
+        return adamw_with_warmup(self.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
 
 
 def reconstruction_metrics(out: dict[str, Tensor], target: Atoms, match_rmsd: float) -> dict[str, Tensor]:

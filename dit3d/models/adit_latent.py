@@ -41,23 +41,6 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     return model
 
 
-def replace_decoder(module: "ADiTLatentModule", autoencoder: AtomAutoencoder) -> None:
-    """Give a trained latent DiT the decoder of ``autoencoder``, a fine-tune of its own
-    autoencoder with the encoder frozen (``ADiTAutoencoderModule(freeze_encoder=True)``).
-
-    Raises:
-        ValueError: the encoders differ, so the DiT's latents would mean something else.
-    """
-    from dit3d.models.adit_autoencoder import ENCODER_SIDE
-
-    old, new = module.autoencoder.state_dict(), autoencoder.state_dict()
-    differ = [k for k in old if k.split(".")[0] in ENCODER_SIDE and (k not in new or not torch.equal(old[k], new[k]))]
-    if autoencoder.config != module.autoencoder.config or differ:
-        raise ValueError("the new autoencoder's encoder differs from the one the latent DiT was trained on "
-                         f"({differ[:3] or 'config'}...): fine-tune with freeze_encoder=True from the same stage-1 run")
-    module.autoencoder.load_state_dict(new)
-
-
 def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
     """Rebuild a trained :class:`ADiTLatentModule` from its Lightning ``.ckpt`` without
     unpickling code (``weights_only=True``) and without the stage-1 file."""
