@@ -1,4 +1,4 @@
-"""Datasets and data modules: QM9 molecules, ShapeNet PC15k point clouds, shape converters.
+"""Datasets and data modules: QM9 molecules, crystals (CDVAE CSVs), ShapeNet PC15k point clouds, shape converters.
 
 Names are imported on first use (PyG and Lightning take seconds to load), so that
 ``dit3d.data.shapes`` or ``dit3d.data.pointcloud_io`` can be used without them.
@@ -16,6 +16,10 @@ _EXPORTS = {
     "resolve_category": "dit3d.data.pc15k", "convert_shapes": "dit3d.data.shapes",
     "PointCloudFileError": "dit3d.data.pointcloud_io", "read_pointclouds": "dit3d.data.pointcloud_io",
     "write_npy": "dit3d.data.pointcloud_io", "write_ply": "dit3d.data.pointcloud_io",
+    "CrystalDataset": "dit3d.data.crystals", "DEV_SPLITS": "dit3d.data.crystals",
+    "combine_crystal_csvs": "dit3d.data.crystals", "dev_split_files": "dit3d.data.crystals",
+    "read_crystal_csv": "dit3d.data.crystals", "shared_fields": "dit3d.data.crystals",
+    "CrystalDataModule": "dit3d.data.crystal_datamodule",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,12 +8,49 @@ from torch_geometric.loader import DataLoader
 from dit3d.data.qm9 import QM9, atom_counts
 from dit3d.data.samplers import SizeGroupedBatchSampler
 
-__all__ = ["QM9DataModule"]
+__all__ = ["AtomsDataModule", "QM9DataModule"]
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
-class QM9DataModule(LightningDataModule):
+class AtomsDataModule(LightningDataModule):
+    """Loaders shared by the atomistic data modules: seeded shuffling of the training
+    split, optional size-grouped batches, dataset order for val / test / predict.
+    Subclasses set ``batch_size``, ``num_workers``, ``pin_memory``, ``seed``,
+    ``group_by_size`` and implement ``_dataset(split)``."""
+
+    def _dataset(self, split: str):
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self._dataset(split)
+        if shuffle and self.group_by_size:
+            sampler = SizeGroupedBatchSampler(atom_counts(dataset), self.batch_size, seed=self.seed)
+            if self.trainer is not None:  # Lightning only calls set_epoch on samplers it knows
+                sampler.set_epoch(self.trainer.current_epoch)
+            return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        # A fresh seeded generator per loader: the shuffle advances across epochs within a
+        # run, and a rerun with the same seed replays it.
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class QM9DataModule(AtomsDataModule):
     """QM9 train / val / test loaders with ADiT's split (see :class:`~dit3d.data.QM9`).
 
     Batches are :class:`torch_geometric.data.Batch` objects: atoms of all molecules
@@ -88,30 +125,3 @@ class QM9DataModule(LightningDataModule):
         if split not in self.datasets:  # allow use outside a Trainer without an explicit setup()
             self.datasets[split] = QM9(self.root, split=split, subset=self.subsets[split])
         return self.datasets[split]
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if shuffle and self.group_by_size:
-            dataset = self._dataset(split)
-            sampler = SizeGroupedBatchSampler(atom_counts(dataset), self.batch_size, seed=self.seed)
-            if self.trainer is not None:  # Lightning only calls set_epoch on samplers it knows
-                sampler.set_epoch(self.trainer.current_epoch)
-            return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
-        # A fresh seeded generator per loader: the shuffle advances across epochs within a
-        # run, and a rerun with the same seed replays it.
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self._dataset(split), batch_size=self.batch_size, shuffle=shuffle,
-                          generator=generator, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
