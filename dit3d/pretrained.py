@@ -42,6 +42,16 @@ def resolve_pretrained(path_or_name: str | os.PathLike) -> Path:
     raise PretrainedError(f"{path_or_name}: neither a pretrained folder nor a shipped name ({sorted(SHIPPED)}){hint}")
 
 
+def _umask_permissions(directory: Path) -> None:
+    """Give a folder made by ``mkdtemp`` (0o700) and its files the permissions a plain
+    ``mkdir``/``open`` would have had, so a shared checkpoint is readable by others."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for f in directory.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+
+
 def save_pretrained(directory: str | os.PathLike, kind: str, config: dict[str, Any],
                     state_dict: dict[str, torch.Tensor]) -> Path:
     """Write ``config.json`` (with ``kind``) and ``model.safetensors`` atomically.
@@ -61,6 +71,7 @@ def save_pretrained(directory: str | os.PathLike, kind: str, config: dict[str, A
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps({"kind": kind, **config}, indent=2, sort_keys=True))
+        _umask_permissions(tmp)
         if directory.exists():
             os.replace(directory, backup)  # the old model stays whole until the new one is in place
         os.replace(tmp, directory)
