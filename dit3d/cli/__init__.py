@@ -41,11 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `dit3d {name} --help`)", add_help=False)
     sub.add_parser("presets", help="list the trunk presets")
-    from dit3d.cli import molecules, pointclouds
+    from dit3d.cli import crystals, molecules, pointclouds
 
     for verb, adders, text in (("sample", [molecules.add_sample, pointclouds.add_sample],
                                 "generate samples from a checkpoint"),
-                               ("evaluate", [molecules.add_evaluate, pointclouds.add_evaluate],
+                               ("evaluate", [molecules.add_evaluate, pointclouds.add_evaluate, crystals.add_evaluate],
                                 "score generated samples"),
                                ("export", [molecules.add_export, pointclouds.add_export],
                                 "Lightning checkpoint -> pretrained folder"),

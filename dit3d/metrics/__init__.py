@@ -1,8 +1,9 @@
 """Metrics that judge generated outputs (files, RDKit Mols, atoms + coordinates, point clouds), never models.
 
 Molecule metrics (EDM and ADiT protocols) are imported with the package; point-cloud
-metrics (PointFlow protocol, :mod:`dit3d.metrics.pointclouds`) on first use, since they
-pull in torch and scipy.
+metrics (PointFlow protocol, :mod:`dit3d.metrics.pointclouds`) and crystal metrics (CDVAE
+protocol, :mod:`dit3d.metrics.crystals`) on first use, since they pull in torch, scipy, pymatgen
+and the optional ``crystals`` extra (SMACT, matminer).
 """
 from __future__ import annotations
 
@@ -14,14 +15,19 @@ from dit3d.metrics.molecules import ALLOWED_VALENCIES, atom_stability, canonical
 _POINTCLOUD_EXPORTS = ("chamfer_distance", "earth_movers_distance", "evaluate_pointclouds", "generative_metrics",
                        "normalize_pointclouds", "pairwise_cd", "pairwise_emd")
 
-__all__ = ["ALLOWED_VALENCIES", "atom_stability", "canonical_smiles", "evaluate_molecules", *_POINTCLOUD_EXPORTS]
+_CRYSTAL_EXPORTS = ("evaluate_crystals", "smact_validity", "structure_validity", "uniqueness_novelty")
+
+__all__ = ["ALLOWED_VALENCIES", "atom_stability", "canonical_smiles", "evaluate_molecules", *_POINTCLOUD_EXPORTS,
+           *_CRYSTAL_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
     if name in _POINTCLOUD_EXPORTS:
         return getattr(importlib.import_module("dit3d.metrics.pointclouds"), name)
+    if name in _CRYSTAL_EXPORTS:
+        return getattr(importlib.import_module("dit3d.metrics.crystals"), name)
     raise AttributeError(f"module 'dit3d.metrics' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_POINTCLOUD_EXPORTS))
+    return sorted(set(globals()) | set(_POINTCLOUD_EXPORTS) | set(_CRYSTAL_EXPORTS))
