@@ -1,4 +1,5 @@
-"""Datasets and data modules: QM9 molecules, crystals (CDVAE CSVs), ShapeNet PC15k point clouds, shape converters.
+"""Datasets and data modules: QM9 molecules, crystals (CDVAE CSVs), ShapeNet PC15k point clouds, shape converters,
+scikit-learn's handwritten digits as images.
 
 Names are imported on first use (PyG and Lightning take seconds to load), so that
 ``dit3d.data.shapes`` or ``dit3d.data.pointcloud_io`` can be used without them.
@@ -20,6 +21,10 @@ _EXPORTS = {
     "combine_crystal_csvs": "dit3d.data.crystals", "dev_split_files": "dit3d.data.crystals",
     "read_crystal_csv": "dit3d.data.crystals", "shared_fields": "dit3d.data.crystals",
     "CrystalDataModule": "dit3d.data.crystal_datamodule",
+    "JointDataModule": "dit3d.data.joint", "JointDataset": "dit3d.data.joint",
+    "MixedBatchSampler": "dit3d.data.joint",
+    "DigitsDataModule": "dit3d.data.digits", "DigitsDataset": "dit3d.data.digits",
+    "digit_images": "dit3d.data.digits", "digits_split": "dit3d.data.digits",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -347,7 +347,11 @@ def qm9_smiles(split: str = "train", root: str | None = None) -> list[str]:
 def graph_values(dataset: Sequence[Data], key: str) -> Tensor:
     """A per-system scalar field (``num_atoms``, ``dataset_idx``...), ``(M,)``, in dataset
     order. Reads an :class:`InMemoryDataset`'s storage without materialising the systems;
-    any other sequence of :class:`~torch_geometric.data.Data` is read one by one."""
+    any other sequence of :class:`~torch_geometric.data.Data` is read one by one. A dataset
+    with its own ``graph_values(key)`` method (e.g. :class:`~dit3d.data.joint.JointDataset`)
+    answers for itself."""
+    if callable(getattr(dataset, "graph_values", None)):
+        return dataset.graph_values(key)
     storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
     if isinstance(storage, Data) and key in storage:
         values = storage[key].view(-1)

@@ -13,8 +13,11 @@ from dit3d.models.adit_sampling import sample_latents
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
-from dit3d.tokenizers.atoms import AtomAutoencoder, Atoms
-from dit3d.tokenizers.augment import rotate_and_center
+from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
+from dit3d.tokenizers.augment import augment
+
+#: international space-group numbers run 1..230
+NUM_SPACEGROUPS = 230
 
 
 def load_autoencoder(path: str | dict) -> AtomAutoencoder:
@@ -34,7 +37,8 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
         keys = ("hidden_size", "depth", "num_heads", "latent_dim")
         if not all(k in hp for k in keys):
             raise ValueError(f"{path}: not a stage-1 ADiT autoencoder checkpoint (hyper-parameters {sorted(hp)})")
-        model = AtomAutoencoder(**{k: hp[k] for k in keys})
+        lattice = {k: hp[k] for k in ("lattice_mean", "lattice_std") if hp.get(k) is not None}
+        model = AtomAutoencoder(**{k: hp[k] for k in keys}, **lattice)
         prefix = "autoencoder."
         model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
     model.eval().requires_grad_(False)
@@ -58,13 +62,24 @@ def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
 class ADiTLatentModule(LightningModule):
     """Flow matching on per-atom latents of a frozen :class:`AtomAutoencoder`.
 
-    Training encodes centred, randomly rotated systems with the posterior mean,
+    Training encodes randomly rotated systems (molecules centred, crystals also randomly
+    translated with periodic wrap: :func:`~dit3d.tokenizers.augment.augment`) with the posterior mean,
     standardises the latents with per-channel statistics measured on the first
     ``stats_batches`` training batches (stored with the weights), and trains a
     :class:`~dit3d.nn.DiT` with :class:`~dit3d.objectives.FlowMatching` (t = 0 noise,
     t = 1 data). Padded atoms are masked everywhere. The DiT is conditioned on the
     system kind (0 molecule, 1 crystal, 2 null for classifier-free guidance) and uses
-    self-conditioning with probability ``self_condition_prob``.
+    self-conditioning with probability ``self_condition_prob``. Mixed molecule/crystal
+    batches (e.g. from :class:`~dit3d.data.JointDataModule`) train one model for both;
+    the atom-count histogram is kept per kind (``atom_count_hist[kind, n]``).
+
+    Space-group conditioning (``spacegroup_conditioning=True``, off by default) widens the
+    label to one class per (kind, space group): 0 molecule, 1 crystal of any space group,
+    ``1 + s`` crystal of space group ``s`` in 1..230, 232 null. During training a crystal's
+    space group is replaced by "any" with probability ``spacegroup_dropout`` (crystals
+    whose space group is unknown, 0, always are), and the whole label by null with
+    probability ``class_dropout``, so one network samples unconditionally, per kind, or per
+    space group (:meth:`label_for`), with classifier-free guidance on each.
 
     Args:
         autoencoder: pretrained folder or stage-1 ``.ckpt`` of the autoencoder.
@@ -77,20 +92,27 @@ class ADiTLatentModule(LightningModule):
         ema_decay: decay of the exponential moving average of the DiT weights that
             sampling uses (``ema_dit``), warmed up as ``min(decay, (1 + n) / (10 + n))``
             after ``n`` optimiser steps; 0 samples with the raw weights.
+        spacegroup_conditioning: condition crystals on their space group as well.
+        spacegroup_dropout: probability of dropping a crystal's space group (to "any
+            crystal") in training, when ``spacegroup_conditioning``.
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
                  hidden_size: int | None = None, num_heads: int | None = None, class_dropout: float = 0.1,
                  prediction: str = "velocity", time_sampling: str = "uniform", self_condition_prob: float = 0.5,
                  lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
-                 max_atoms: int = 64, ema_decay: float = 0.999) -> None:
+                 max_atoms: int = 64, ema_decay: float = 0.999, spacegroup_conditioning: bool = False,
+                 spacegroup_dropout: float = 0.2) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
         self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
+        if not 0.0 <= spacegroup_dropout <= 1.0:
+            raise ValueError(f"spacegroup_dropout must lie in [0, 1], got {spacegroup_dropout!r}")
         latent = self.autoencoder.latent_dim
+        num_classes = 2 + NUM_SPACEGROUPS if spacegroup_conditioning else 2
         self.dit = DiT(latent, time_scale=1000.0, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-                       num_classes=2, class_dropout=class_dropout, self_condition=self_condition_prob > 0)
+                       num_classes=num_classes, class_dropout=class_dropout, self_condition=self_condition_prob > 0)
         self.ema_dit = copy.deepcopy(self.dit).requires_grad_(False) if ema_decay > 0 else None
         self.flow = FlowMatching(prediction, time_sampling, self_condition_prob=self_condition_prob)
         self.register_buffer("latent_mean", torch.zeros(latent))
@@ -113,7 +135,7 @@ class ADiTLatentModule(LightningModule):
         zs = []
         for i, batch in zip(range(self.hparams.stats_batches), batches):
             atoms = Atoms.from_pyg(batch.to(self.device))
-            zs.append(self.autoencoder.encode(rotate_and_center(atoms))[0][atoms.mask])
+            zs.append(self.autoencoder.encode(augment(atoms))[0][atoms.mask])
         z = torch.cat(zs)  # (atoms, L)
         self.latent_mean.copy_(z.mean(0))
         self.latent_std.copy_(z.std(0).clamp(min=1e-3))
@@ -131,14 +153,51 @@ class ADiTLatentModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_dataset"):
             raise RuntimeError("ADiTLatentModule measures latent statistics from the datamodule's train_dataset; "
-                               "pass a datamodule to Trainer.fit (e.g. dit3d.data.QM9DataModule)")
+                               "pass a datamodule to Trainer.fit (e.g. dit3d.data.QM9DataModule or JointDataModule)")
         self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
+
+    # ------------------------------------------------------------------- labels
+    def label_for(self, kind: int = MOLECULE, spacegroup: int | None = None) -> int:
+        """The DiT class of a system kind (and space group, with ``spacegroup_conditioning``).
+
+        Raises:
+            ValueError: a space group without ``spacegroup_conditioning``, for a molecule,
+                or outside 1..230.
+        """
+        if kind not in (MOLECULE, CRYSTAL):
+            raise ValueError(f"kind must be {MOLECULE} (molecule) or {CRYSTAL} (crystal), got {kind!r}")
+        if spacegroup is None:
+            return kind
+        if not self.hparams.spacegroup_conditioning:
+            raise ValueError("this model was trained without space groups; build it with "
+                             "spacegroup_conditioning=True to sample a given space group")
+        if kind != CRYSTAL or not 1 <= spacegroup <= NUM_SPACEGROUPS:
+            raise ValueError(f"a space group (1..{NUM_SPACEGROUPS}) applies to crystals only, got kind={kind}, "
+                             f"spacegroup={spacegroup}")
+        return 1 + int(spacegroup)
+
+    def labels(self, atoms: Atoms, generator: torch.Generator | None = None, drop_spacegroup: bool = False) -> Tensor:
+        """DiT classes of a batch, ``(B,)``: ``dataset_idx``, or with space-group conditioning
+        ``1 + spacegroup`` for crystals with a known space group (each dropped to 1 with
+        probability ``spacegroup_dropout`` when ``drop_spacegroup``)."""
+        y = atoms.dataset_idx
+        if not self.hparams.spacegroup_conditioning:
+            return y
+        if atoms.spacegroup is None:
+            raise ValueError("spacegroup_conditioning needs the batch's space groups (a 'spacegroup' field, as "
+                             "dit3d.data.CrystalDataset stores)")
+        sg = atoms.spacegroup.to(y.device)
+        keep = (y == CRYSTAL) & (sg >= 1) & (sg <= NUM_SPACEGROUPS)
+        if drop_spacegroup and self.hparams.spacegroup_dropout > 0:
+            u = torch.rand(y.shape, generator=generator).to(y.device)
+            keep = keep & (u >= self.hparams.spacegroup_dropout)
+        return torch.where(keep, 1 + sg, y)
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        atoms = rotate_and_center(Atoms.from_pyg(batch))
+        atoms = augment(Atoms.from_pyg(batch))
         z = self.encode(atoms)  # (B, N, L)
-        y = self.dit.drop_labels(atoms.dataset_idx)  # once: both self-conditioning calls see the same labels
+        y = self.dit.drop_labels(self.labels(atoms, drop_spacegroup=True))  # once: both self-conditioning calls see the same labels
         loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=y)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
@@ -161,14 +220,21 @@ class ADiTLatentModule(LightningModule):
         """The network sampling uses: the EMA copy when there is one."""
         return self.ema_dit if self.ema_dit is not None else self.dit
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        atoms = rotate_and_center(Atoms.from_pyg(batch), torch.Generator().manual_seed(batch_idx))
-        z = self.encode(atoms)
-        for name, net in (("val/loss", self.dit), ("val/loss_ema", self.ema_dit)):
-            if net is not None:
-                g = torch.Generator().manual_seed(1000 + batch_idx)  # same t and noise for both
-                loss = self.flow.training_loss(net, z, mask=atoms.mask, generator=g, y=atoms.dataset_idx)
-                self.log(name, loss, prog_bar=True, batch_size=z.shape[0])
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Flow-matching loss of the raw and EMA networks on the conditional labels, per
+        kind: ``val/loss``, ``val/loss_ema`` for molecules (the names of molecule-only runs),
+        ``val/crystal/loss``, ``val/crystal/loss_ema`` for crystals."""
+        atoms = augment(Atoms.from_pyg(batch), torch.Generator().manual_seed(batch_idx))
+        for kind in atoms.kinds():
+            part = atoms.select(atoms.dataset_idx == kind)
+            z = self.encode(part)
+            y = self.labels(part)
+            prefix = "val/crystal/" if kind == CRYSTAL else "val/"
+            for name, net in (("loss", self.dit), ("loss_ema", self.ema_dit)):
+                if net is not None:
+                    g = torch.Generator().manual_seed(1000 + batch_idx)  # same t and noise for both
+                    loss = self.flow.training_loss(net, z, mask=part.mask, generator=g, y=y)
+                    self.log(prefix + name, loss, prog_bar=True, batch_size=z.shape[0], add_dataloader_idx=False)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -176,8 +242,10 @@ class ADiTLatentModule(LightningModule):
 
     # ----------------------------------------------------------------- sampling
     def sample_latents(self, num_atoms: Tensor, kind: int = 0, steps: int = 100, solver: str = "euler",
-                       guidance: float = 1.0, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                       guidance: float = 1.0, generator: torch.Generator | None = None,
+                       spacegroup: int | None = None) -> tuple[Tensor, Tensor]:
         """De-standardised latents for systems of the given sizes
-        (:func:`~dit3d.models.adit_sampling.sample_latents` with the EMA network)."""
-        return sample_latents(self.sampling_dit, self.flow, num_atoms, self.latent_mean, self.latent_std, kind,
-                              steps, solver, guidance, generator)
+        (:func:`~dit3d.models.adit_sampling.sample_latents` with the EMA network), guided
+        towards ``kind`` (and ``spacegroup``, see :meth:`label_for`)."""
+        return sample_latents(self.sampling_dit, self.flow, num_atoms, self.latent_mean, self.latent_std,
+                              self.label_for(kind, spacegroup), steps, solver, guidance, generator)

@@ -49,3 +49,56 @@ def decode_atoms(autoencoder: AtomAutoencoder, z: Tensor, mask: Tensor, kind: in
     logits = out["type_logits"].clone()
     logits[..., MASK_TOKEN] = float("-inf")
     return logits.argmax(-1) * mask, out["pos"]
+
+
+@torch.no_grad()
+def decode_crystals(autoencoder: AtomAutoencoder, z: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Crystals from latents: atomic numbers (argmax, never the mask token), fractional
+    coordinates wrapped into [0, 1), lattice lengths (Angstrom) and angles (degrees)
+    decoded from the standardised lattice features
+    (:meth:`~dit3d.tokenizers.AtomAutoencoder.decode_lattice`), and the Cartesian
+    positions ``frac_coords @ cell`` in the ``Lattice.from_parameters`` orientation
+    (a along x, b in the xy plane).
+
+    Lengths and angles are returned as decoded: a generator should check them (positive
+    lengths, angles that make a cell) before building structures.
+
+    Shapes:
+        z: ``(B, N, L)``; mask: ``(B, N)`` -> ``atom_types`` ``(B, N)``, ``frac_coords``,
+        ``pos`` ``(B, N, 3)``, ``lengths``, ``angles`` ``(B, 3)``, ``cell`` ``(B, 3, 3)``
+    """
+    from dit3d.tokenizers.atoms import CRYSTAL
+    from dit3d.tokenizers.augment import wrap_frac
+
+    kinds = torch.full((z.shape[0],), CRYSTAL, dtype=torch.long, device=z.device)
+    out = autoencoder.decode(z, mask, kinds)
+    logits = out["type_logits"].clone()
+    logits[..., MASK_TOKEN] = float("-inf")
+    lengths, angles = autoencoder.decode_lattice(out["lattice"], mask.sum(-1))  # (B, 3) each
+    frac = wrap_frac(out["frac_coords"]) * mask[..., None]
+    cell = cell_from_parameters(lengths, angles)  # (B, 3, 3)
+    return {"atom_types": logits.argmax(-1) * mask, "frac_coords": frac, "pos": frac @ cell, "lengths": lengths,
+            "angles": angles, "cell": cell}
+
+
+def cell_from_parameters(lengths: Tensor, angles: Tensor) -> Tensor:
+    r"""Lattice vectors (rows) from lengths and angles (degrees), in pymatgen's
+    ``Lattice.from_parameters`` orientation (the one :class:`~dit3d.data.CrystalDataset`
+    stores): with :math:`\gamma^* = \arccos\frac{\cos\alpha\cos\beta - \cos\gamma}{\sin\alpha\sin\beta}`,
+    :math:`a = (a \sin\beta, 0, a\cos\beta)`,
+    :math:`b = (-b\sin\alpha\cos\gamma^*, b\sin\alpha\sin\gamma^*, b\cos\alpha)`,
+    :math:`c = (0, 0, c)`. Impossible angle triples give NaN rows.
+
+    Shapes:
+        lengths, angles: ``(B, 3)`` -> ``(B, 3, 3)``
+    """
+    a, b, c = lengths.unbind(-1)
+    al, be, ga = torch.deg2rad(angles).unbind(-1)
+    val = (torch.cos(al) * torch.cos(be) - torch.cos(ga)) / (torch.sin(al) * torch.sin(be))
+    gamma_star = torch.arccos(val.clamp(-1.0, 1.0).where(val.abs() <= 1.0 + 1e-6, torch.full_like(val, float("nan"))))
+    zero = torch.zeros_like(a)
+    va = torch.stack([a * torch.sin(be), zero, a * torch.cos(be)], -1)
+    vb = torch.stack([-b * torch.sin(al) * torch.cos(gamma_star), b * torch.sin(al) * torch.sin(gamma_star),
+                      b * torch.cos(al)], -1)
+    vc = torch.stack([zero, zero, c], -1)
+    return torch.stack([va, vb, vc], dim=-2)

@@ -1,16 +1,15 @@
 """DiT-3D on point clouds: a voxel DiT trained as a DDPM noise predictor."""
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dit3d.models.dit3d_net import DiT3D, build_dit3d
+from dit3d.models.ddpm_module import DDPMModule
+from dit3d.models.dit3d_net import build_dit3d
 from dit3d.models.dit3d_sampling import sample_point_clouds
-from dit3d.models.optim import adamw_with_warmup
+from dit3d.models.ema import ema_copy
 from dit3d.objectives import GaussianDiffusion
 
 
@@ -27,7 +26,7 @@ def point_batch(batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
     return points.float(), label.long()
 
 
-class DiT3DModule(LightningModule):
+class DiT3DModule(DDPMModule):
     r"""DDPM on point clouds with a :class:`~dit3d.models.dit3d_net.DiT3D` (Mo et al. 2023).
 
     Training minimises :math:`\lVert \epsilon - \hat\epsilon_\theta(x_t, t, \tilde y) \rVert^2`
@@ -61,42 +60,11 @@ class DiT3DModule(LightningModule):
         self.model = build_dit3d(preset, num_classes=num_classes, class_dropout=class_dropout,
                                  window_blocks=tuple(window_blocks), window_size=tuple(window_size),
                                  resolution=resolution, depth=depth, hidden_size=hidden_size, num_heads=num_heads)
-        self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if ema_decay > 0 else None
+        self.ema_model = ema_copy(self.model, ema_decay)
         self.diffusion = GaussianDiffusion(num_timesteps, "linear", "eps", beta_start, beta_end)
 
-    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        points, label = point_batch(batch)
-        loss = self.diffusion.training_loss(self.model, points, y=self.model.drop_labels(label))
-        self.log("train/loss", loss, prog_bar=True, batch_size=points.shape[0])
-        return loss
-
-    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        points, label = point_batch(batch)
-        for name, net in (("val/loss", self.model), ("val/loss_ema", self.ema_model)):
-            if net is not None:
-                g = torch.Generator().manual_seed(1000 + batch_idx)  # same t and noise for both
-                loss = self.diffusion.training_loss(net, points, generator=g, y=label)
-                self.log(name, loss, prog_bar=True, batch_size=points.shape[0])
-
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return adamw_with_warmup(self.model.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)
-        self.update_ema(self.global_step)
-
-    @torch.no_grad()
-    def update_ema(self, step: int) -> None:
-        """Move the EMA weights towards the current ones after optimiser step ``step``."""
-        if self.ema_model is not None:
-            decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(self.ema_model.parameters()), list(self.model.parameters()), 1.0 - decay)
-
-    @property
-    def sampling_model(self) -> DiT3D:
-        """The network sampling uses: the EMA copy when there is one."""
-        return self.ema_model if self.ema_model is not None else self.model
+    def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return point_batch(batch)
 
     def sample(self, num_samples: int, num_points: int = 2048, label: int | Tensor = 0, sampler: str = "ddim",
                steps: int | None = None, eta: float = 0.0, guidance: float = 1.0,

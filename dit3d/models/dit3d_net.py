@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+import torch  # used by the doctests
+from torch import Tensor
 
 from dit3d.nn import DiT, preset_config, sincos_3d
+from dit3d.models.tokenized_dit import TokenizedDiT
 from dit3d.nn.presets import lookup_preset
 from dit3d.tokenizers.voxels import VoxelTokenizer
 
@@ -43,7 +44,7 @@ DIT3D_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class DiT3D(nn.Module):
+class DiT3D(TokenizedDiT):
     """Point-cloud noise predictor: :class:`VoxelTokenizer` around a :class:`~dit3d.nn.DiT`.
 
     Args:
@@ -87,15 +88,6 @@ class DiT3D(nn.Module):
                        num_heads=num_heads, num_classes=num_classes, class_dropout=class_dropout, pos_embed=pos,
                        window_size=tuple(window_size) if window_blocks else None,
                        window_blocks=tuple(window_blocks), **trunk_kwargs)
-
-    @property
-    def null_class(self) -> int | None:
-        """Label of the unconditional (null) class; ``None`` for an unconditional model."""
-        return self.dit.y_embed.null_class if self.dit.y_embed is not None else None
-
-    def drop_labels(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Label dropout for classifier-free guidance; call once per training batch."""
-        return self.dit.drop_labels(y, generator)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         tokens, coords = self.tokenizer.encode(x)  # (B, T, 3p^3), (B, N, 3)

@@ -5,18 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dit3d.models.ddpm_generation import SAMPLERS, sample_conditional  # noqa: F401 (re-exported)
 from dit3d.models.dit3d_net import DiT3D
-from dit3d.objectives import GaussianDiffusion, classifier_free_guidance
-
-SAMPLERS = ("ddpm", "ddim")
-
-
-def _labels(label: int | Tensor, num_samples: int, device: torch.device) -> Tensor:
-    if isinstance(label, Tensor):
-        if label.shape != (num_samples,):
-            raise ValueError(f"label must be an int or a ({num_samples},) tensor, got shape {tuple(label.shape)}")
-        return label.to(device=device, dtype=torch.long)
-    return torch.full((num_samples,), int(label), dtype=torch.long, device=device)
+from dit3d.objectives import GaussianDiffusion
 
 
 @torch.no_grad()
@@ -43,28 +34,7 @@ def sample_point_clouds(model: DiT3D, diffusion: GaussianDiffusion, num_samples:
     Shapes:
         -> ``(num_samples, num_points, 3)``, in the normalisation of the training data
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-    if sampler == "ddpm" and steps not in (None, diffusion.num_timesteps):
-        raise ValueError(f"ancestral DDPM runs all {diffusion.num_timesteps} steps, got steps={steps}; "
-                         "use sampler='ddim' for fewer")
     if num_samples < 1 or num_points < 1:
         raise ValueError(f"need num_samples >= 1 and num_points >= 1, got {num_samples} and {num_points}")
-    device = next(model.parameters()).device
-    if model.null_class is None:
-        if guidance != 1.0:
-            raise ValueError("classifier-free guidance needs a class-conditional model (num_classes >= 1)")
-        model_fn = model
-    else:
-        y = _labels(label, num_samples, device)  # (B,)
-        model_fn = classifier_free_guidance(model, guidance, {"y": y}, {"y": torch.full_like(y, model.null_class)})
-    shape = (num_samples, num_points, 3)
-    was_training = model.training
-    model.eval()
-    try:
-        if sampler == "ddpm":
-            return diffusion.p_sample_loop(model_fn, shape, generator=generator, progress=progress, device=device)
-        return diffusion.ddim_sample_loop(model_fn, shape, steps=50 if steps is None else steps, eta=eta,
-                                          generator=generator, progress=progress, device=device)
-    finally:
-        model.train(was_training)
+    return sample_conditional(model, diffusion, (num_samples, num_points, 3), label, sampler, steps, eta, guidance,
+                              None, generator, progress)

@@ -1,4 +1,5 @@
-"""Training augmentations of dense atom batches: Haar rotations, centring, corruption."""
+"""Training augmentations of dense atom batches: Haar rotations, centring, periodic
+translations of crystals, corruption."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,7 +7,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from dit3d.tokenizers.atoms import MASK_TOKEN, Atoms
+from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MOLECULE, Atoms
 
 
 def random_rotations(n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
@@ -41,17 +42,87 @@ def center(pos: Tensor, mask: Tensor) -> Tensor:
 
 def rotate_and_center(atoms: Atoms, generator: torch.Generator | None = None) -> Atoms:
     """Centre every system and apply an independent Haar-random rotation to its
-    Cartesian positions (fractional coordinates are rotation invariant)."""
+    Cartesian positions (fractional coordinates are rotation invariant). Molecules only:
+    it leaves cells alone, so use :func:`augment` for batches with crystals."""
     rot = random_rotations(atoms.pos.shape[0], generator, atoms.pos.device)  # (B, 3, 3)
     pos = center(atoms.pos, atoms.mask) @ rot.transpose(1, 2)  # (B, N, 3)
     return replace(atoms, pos=pos)
 
 
+def wrap_frac(frac: Tensor) -> Tensor:
+    """Fractional coordinates wrapped into [0, 1) (``x - floor(x)``; a float rounding
+    up to exactly 1 becomes 0)."""
+    out = frac - torch.floor(frac)
+    return out.masked_fill(out >= 1.0, 0.0)
+
+
+def center_molecules(atoms: Atoms) -> Atoms:
+    """The evaluation frame: molecules centred on their mean position, crystals left as
+    they are (``pos = frac_coords @ cell``, not centred).
+
+    Shapes:
+        see :class:`~dit3d.tokenizers.Atoms`
+    """
+    is_mol = (atoms.dataset_idx == MOLECULE)[:, None, None]  # (B, 1, 1)
+    return replace(atoms, pos=torch.where(is_mol, center(atoms.pos, atoms.mask), atoms.pos))
+
+
+def augment(atoms: Atoms, generator: torch.Generator | None = None, translate_crystals: bool = True) -> Atoms:
+    r"""Random rigid motions of a mixed molecule/crystal batch, one per system.
+
+    Every system gets an independent Haar-random rotation :math:`R \in SO(3)`
+    (:func:`random_rotations`).
+
+    * Molecules are centred and rotated: :math:`x_i \leftarrow R (x_i - \bar x)`.
+    * Crystals rotate their cell and positions together. With lattice vectors as the rows
+      of ``cell`` (:math:`x_i = f_i L`), :math:`L \leftarrow L R^\top` and
+      :math:`x_i = f_i L R^\top`; fractional coordinates, lengths and angles are
+      invariant. With ``translate_crystals``, a uniform shift :math:`t \sim U[0, 1)^3`
+      moves all atoms of a crystal, :math:`f_i \leftarrow (f_i + t) \bmod 1`, and the
+      positions are recomputed, so ``pos == frac_coords @ cell`` holds afterwards.
+      Crystal positions are not centred (the cell's origin is the frame).
+
+    Molecule-only batches draw exactly what :func:`rotate_and_center` draws (the
+    translations are drawn only when the batch holds crystals), so it reproduces it.
+
+    Args:
+        atoms: the batch; crystals need ``atoms.cell``.
+        generator: random source (None: the global one).
+        translate_crystals: apply the periodic translations.
+
+    Shapes:
+        see :class:`~dit3d.tokenizers.Atoms`; padding stays zero.
+
+    Raises:
+        ValueError: the batch has crystals but no ``cell``.
+    """
+    B = atoms.pos.shape[0]
+    rot = random_rotations(B, generator, atoms.pos.device)  # (B, 3, 3)
+    is_xtal = atoms.dataset_idx == CRYSTAL  # (B,)
+    pos = center(atoms.pos, atoms.mask) @ rot.transpose(1, 2)  # (B, N, 3): molecules' frame
+    if not bool(is_xtal.any()):
+        return replace(atoms, pos=pos)
+    if atoms.cell is None:
+        raise ValueError("augmenting crystals needs their lattice vectors (atoms.cell); build the batch with "
+                         "Atoms.from_pyg from data that has a 'cell' field (dit3d.data.CrystalDataset has)")
+    w = atoms.mask[..., None].to(atoms.frac_coords.dtype)  # (B, N, 1)
+    frac = atoms.frac_coords
+    if translate_crystals:
+        shift = torch.rand(B, 1, 3, generator=generator).to(frac.device, frac.dtype)  # (B, 1, 3)
+        frac = torch.where(is_xtal[:, None, None], wrap_frac(frac + shift) * w, frac)
+    cell = torch.where(is_xtal[:, None, None], atoms.cell @ rot.transpose(1, 2), atoms.cell)  # (B, 3, 3)
+    xtal_pos = (frac @ cell) * w  # (B, N, 3)
+    pos = torch.where(is_xtal[:, None, None], xtal_pos, pos)
+    return replace(atoms, pos=pos, frac_coords=frac, cell=cell)
+
+
 def corrupt(atoms: Atoms, mask_prob: float = 0.1, jitter_prob: float = 0.1, jitter_std: float = 0.1,
             generator: torch.Generator | None = None) -> Atoms:
-    """Denoising corruption of the encoder input (targets stay clean): each real atom's
+    r"""Denoising corruption of the encoder input (targets stay clean): each real atom's
     type is replaced by ``MASK_TOKEN`` with probability ``mask_prob``, and its position
-    gets ``N(0, jitter_std^2)`` noise (Angstrom) with probability ``jitter_prob``."""
+    gets ``N(0, jitter_std^2)`` noise (Angstrom) with probability ``jitter_prob``. A jittered
+    crystal atom's fractional coordinates follow its position,
+    :math:`f_i = (x_i L^{-1}) \bmod 1`, so the encoder's two views of it agree (as in ADiT)."""
     B, N = atoms.mask.shape
     u = torch.rand(2, B, N, generator=generator).to(atoms.pos.device)
     masked = (u[0] < mask_prob) & atoms.mask
@@ -59,4 +130,11 @@ def corrupt(atoms: Atoms, mask_prob: float = 0.1, jitter_prob: float = 0.1, jitt
     noise = torch.randn(B, N, 3, generator=generator).to(atoms.pos.device) * jitter_std
     types = atoms.atom_types.masked_fill(masked, MASK_TOKEN)
     pos = atoms.pos + noise * jittered[..., None]
-    return replace(atoms, atom_types=types, pos=pos)
+    frac = atoms.frac_coords
+    moved = jittered & (atoms.dataset_idx == CRYSTAL)[:, None]  # (B, N)
+    if atoms.cell is not None and bool(moved.any()):
+        xtal = atoms.dataset_idx == CRYSTAL
+        inv = torch.zeros_like(atoms.cell)
+        inv[xtal] = torch.linalg.inv(atoms.cell[xtal])  # (B, 3, 3); molecules' zero cells stay zero
+        frac = torch.where(moved[..., None], wrap_frac(pos @ inv), frac)
+    return replace(atoms, atom_types=types, pos=pos, frac_coords=frac)

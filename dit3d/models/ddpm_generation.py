@@ -1,0 +1,76 @@
+"""Class-conditional DDPM generation shared by the DDPM-trained systems (DiT-3D, image
+DiT): DDIM on a few steps (default) or ancestral DDPM through all of them, with
+classifier-free guidance, in eval mode."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dit3d.objectives import GaussianDiffusion, classifier_free_guidance
+
+SAMPLERS = ("ddpm", "ddim")
+
+
+def sample_labels(label: int | Tensor, num_samples: int, num_classes: int, device: torch.device) -> Tensor:
+    """``(num_samples,)`` long labels from one int or a per-sample tensor, checked against
+    ``0..num_classes-1``."""
+    if isinstance(label, Tensor):
+        if label.shape != (num_samples,):
+            raise ValueError(f"label must be an int or a ({num_samples},) tensor, got shape {tuple(label.shape)}")
+        y = label.to(device=device, dtype=torch.long)
+    else:
+        y = torch.full((num_samples,), int(label), dtype=torch.long, device=device)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} for this model, got "
+                         f"[{int(y.min())}, {int(y.max())}]")
+    return y
+
+
+@torch.no_grad()
+def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Sequence[int], label: int | Tensor = 0,
+                       sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, guidance: float = 1.0,
+                       clip_denoised: float | None = None, generator: torch.Generator | None = None,
+                       progress: bool = False) -> Tensor:
+    r"""Draw ``shape`` from noise with a noise predictor ``model(x, t, y)`` that has a
+    ``null_class`` attribute (``None``: unconditional).
+
+    Args:
+        model: the noise predictor (put in eval mode while sampling).
+        diffusion: the schedule it was trained with.
+        shape: ``(B, ...)`` of the samples.
+        label: class of every sample, or one per sample; ignored by unconditional models.
+        sampler: ``"ddpm"`` (ancestral, all ``T`` steps, fixed-small variance, Ho et al.
+            2020) or ``"ddim"`` (Song et al. 2021, ``steps`` evaluations, default 50).
+        steps: DDIM steps; for ``"ddpm"`` only ``None`` or ``T`` are accepted.
+        eta: DDIM stochasticity (0 deterministic).
+        guidance: classifier-free guidance weight :math:`w` (1: the conditional model).
+        clip_denoised: clamp the predicted :math:`x_0` to ``[-c, c]`` (images), or ``None``.
+        generator: random generator for the initial noise and every step.
+        progress: show a progress bar.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    if sampler == "ddpm" and steps not in (None, diffusion.num_timesteps):
+        raise ValueError(f"ancestral DDPM runs all {diffusion.num_timesteps} steps, got steps={steps}; "
+                         "use sampler='ddim' for fewer")
+    device = next(model.parameters()).device
+    if model.null_class is None:
+        if guidance != 1.0:
+            raise ValueError("classifier-free guidance needs a class-conditional model (num_classes >= 1)")
+        model_fn = model
+    else:
+        y = sample_labels(label, shape[0], model.null_class, device)  # (B,)
+        model_fn = classifier_free_guidance(model, guidance, {"y": y}, {"y": torch.full_like(y, model.null_class)})
+    was_training = model.training
+    model.eval()
+    try:
+        if sampler == "ddpm":
+            return diffusion.p_sample_loop(model_fn, tuple(shape), generator=generator, progress=progress,
+                                           clip_denoised=clip_denoised, device=device)
+        return diffusion.ddim_sample_loop(model_fn, tuple(shape), steps=50 if steps is None else steps, eta=eta,
+                                          generator=generator, progress=progress, clip_denoised=clip_denoised,
+                                          device=device)
+    finally:
+        model.train(was_training)
