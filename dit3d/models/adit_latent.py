@@ -1,7 +1,6 @@
 """Stage 2 of ADiT: a latent DiT trained with flow matching on frozen autoencoder latents."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -10,6 +9,7 @@ from torch import Tensor
 
 from dit3d.data.qm9 import graph_values
 from dit3d.models.adit_sampling import sample_latents
+from dit3d.models.ema import ema_copy, update_ema_
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
@@ -113,7 +113,7 @@ class ADiTLatentModule(LightningModule):
         num_classes = 2 + NUM_SPACEGROUPS if spacegroup_conditioning else 2
         self.dit = DiT(latent, time_scale=1000.0, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
                        num_classes=num_classes, class_dropout=class_dropout, self_condition=self_condition_prob > 0)
-        self.ema_dit = copy.deepcopy(self.dit).requires_grad_(False) if ema_decay > 0 else None
+        self.ema_dit = ema_copy(self.dit, ema_decay)
         self.flow = FlowMatching(prediction, time_sampling, self_condition_prob=self_condition_prob)
         self.register_buffer("latent_mean", torch.zeros(latent))
         self.register_buffer("latent_std", torch.ones(latent))
@@ -211,9 +211,7 @@ class ADiTLatentModule(LightningModule):
         """Move the EMA weights towards the current ones after optimiser step ``step``;
         the decay grows as ``(1 + step) / (10 + step)`` up to ``ema_decay`` so the average
         forgets the random initialisation quickly."""
-        if self.ema_dit is not None:  # EMA of weights: smoother samples than the last iterate
-            decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(self.ema_dit.parameters()), list(self.dit.parameters()), 1.0 - decay)
+        update_ema_(self.ema_dit, self.dit, step, self.hparams.ema_decay)
 
     @property
     def sampling_dit(self) -> DiT:
