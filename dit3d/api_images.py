@@ -17,14 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dit3d.api_ddpm import SAMPLING_OPTIONS  # noqa: F401 (still importable from here)
+from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint, positive_int
 from dit3d.models.image_dit import ImageDiT
-from dit3d.models.image_dit_sampling import SAMPLERS, sample_images
-from dit3d.objectives import GaussianDiffusion
-from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
+from dit3d.models.image_dit_sampling import sample_images
 
 __all__ = ["DEFAULT_SAMPLING", "ImageGenerator", "image_grid", "load_image_dit_checkpoint", "write_png"]
 
-SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size")
 #: guidance 4 is DiT's setting for its sample grids; DDIM on 50 steps
 DEFAULT_SAMPLING: dict[str, Any] = {"sampler": "ddim", "steps": 50, "guidance": 4.0, "eta": 0.0, "batch_size": 64}
 
@@ -34,23 +33,7 @@ def load_image_dit_checkpoint(path: str | os.PathLike) -> Any:
     ``.ckpt`` written by ``dit3d fit``, reading it with ``torch.load(weights_only=True)``."""
     from dit3d.models.image_dit_module import ImageDiTModule
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated files, non-checkpoints, pickled code
-        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    hp = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    try:
-        module = ImageDiTModule(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        raise ValueError(f"{path}: not an ImageDiTModule checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
-    return module.eval()
+    return load_lightning_checkpoint(path, ImageDiTModule)[0]
 
 
 def image_grid(images: Tensor | np.ndarray, per_row: int | None = None, pad: int = 1) -> np.ndarray:
@@ -94,15 +77,11 @@ def write_png(path: str | os.PathLike, images: Tensor | np.ndarray, per_row: int
     return path
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-class ImageGenerator:
+class ImageGenerator(DDPMGenerator):
     """Class-conditional image sampler: guided DDIM (default) or ancestral DDPM with a
-    trained :class:`~dit3d.models.image_dit.ImageDiT`; images in ``[-1, 1]``.
+    trained :class:`~dit3d.models.image_dit.ImageDiT`; images in ``[-1, 1]``. Pretrained
+    folders store the network arguments (``"image_dit"``), the schedule, the class names
+    and the sampling defaults.
 
     Args:
         net: the noise predictor (the EMA copy of a trained module).
@@ -118,20 +97,19 @@ class ImageGenerator:
     """
 
     KIND = "dit-images"
+    NET_KEY, NET_CLASS, NET_NAME = "image_dit", ImageDiT, "image DiT"
+    CONFIG_KEYS = ("class_names",)
 
     def __init__(self, net: ImageDiT, diffusion: Mapping[str, Any], class_names: Sequence[str] | None = None,
                  sampling: Mapping[str, Any] | None = None) -> None:
-        self.net = net
-        self.diffusion_config = dict(diffusion)
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
-        self.num_classes = int(net.config.get("num_classes", 0))
+        super().__init__(net, diffusion)
         names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
             raise ValueError(f"{len(names)} class names for a network with {self.num_classes} classes; "
                              "pass one name per class")
         self.class_names = [str(n) for n in names]
         defaults = dict(DEFAULT_SAMPLING, guidance=1.0) if self.num_classes == 0 else DEFAULT_SAMPLING  # no guidance
-        self.sampling = self._options(dict(defaults, **(sampling or {})), check_only=True)
+        self.sampling = self._checked_defaults(sampling, defaults)
 
     @classmethod
     def from_lightning(cls, module: Any, class_names: Sequence[str] | None = None,
@@ -141,54 +119,14 @@ class ImageGenerator:
             raise TypeError(f"from_lightning expects an ImageDiTModule, got {type(module).__name__}")
         return cls(module.sampling_model, module.diffusion_config, class_names, sampling)
 
+    def _config_fields(self) -> dict[str, Any]:
+        """Class names for ``config.json``."""
+        return {"class_names": self.class_names}
+
     @classmethod
-    def from_pretrained(cls, path_or_name: str | os.PathLike) -> ImageGenerator:
-        """Load a folder written by :meth:`save_pretrained`."""
-        directory = resolve_pretrained(path_or_name)
-        config, weights = load_pretrained(directory, cls.KIND)
-        missing = {"image_dit", "diffusion", "class_names", "sampling"} - set(config)
-        if missing:
-            raise PretrainedError(f"{directory}: config.json lacks {sorted(missing)}; re-export the model")
-        try:
-            net = ImageDiT(**config["image_dit"])
-        except (TypeError, ValueError) as e:
-            raise PretrainedError(f"{directory}: bad image DiT config ({e})") from None
-        load_state_strict(net, {k[4:]: v for k, v in weights.items() if k.startswith("net.")}, str(directory))
-        return cls(net.eval(), config["diffusion"], config["class_names"], config["sampling"])
-
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Weights (safetensors) and config (JSON: network arguments, schedule, class names,
-        sampling defaults), written atomically; ``extra`` is stored in the config too."""
-        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        config = {"image_dit": self.net.config, "diffusion": self.diffusion_config, "class_names": self.class_names,
-                  "sampling": self.sampling}
-        clash = set(extra or {}) & (set(config) | {"kind"})
-        if clash:
-            raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
-        return save_pretrained(directory, self.KIND, config | (extra or {}), state)
-
-    def to(self, device: str | torch.device) -> ImageGenerator:
-        """Move the network to ``device`` (seeded noise is still drawn on the CPU)."""
-        self.net.to(device)
-        return self
-
-    def _options(self, options: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
-        unknown = set(options) - set(SAMPLING_OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
-        opts = options if check_only else {**self.sampling, **options}
-        if opts["sampler"] not in SAMPLERS:
-            raise ValueError(f"unknown sampler {opts['sampler']!r}; choose one of {SAMPLERS}")
-        if not check_only and opts["sampler"] == "ddpm" and "steps" not in options:
-            opts["steps"] = None  # DDPM runs all T steps
-        if opts["steps"] is not None:
-            _positive_int(opts["steps"], "steps")
-        _positive_int(opts["batch_size"], "batch_size")
-        for key in ("guidance", "eta"):
-            v = opts[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{key} must be a finite float >= 0, got {v!r}")
-        return dict(opts)
+    def _from_config(cls, net: ImageDiT, config: dict[str, Any]) -> ImageGenerator:
+        """Rebuild from a pretrained folder's network and ``config.json``."""
+        return cls(net, config["diffusion"], config["class_names"], config["sampling"])
 
     def label_of(self, label: str | int) -> int:
         """Label index of a class name or index."""
@@ -217,7 +155,7 @@ class ImageGenerator:
         Shapes:
             returns ``(n, C, H, W)`` float32 on the CPU
         """
-        n = _positive_int(n, "n")
+        n = positive_int(n, "n")
         labels = [label] * n if isinstance(label, (str, int, np.integer)) else list(label)
         if len(labels) != n:
             raise ValueError(f"label must be one class or {n} classes, got {len(labels)}")
@@ -226,7 +164,7 @@ class ImageGenerator:
         else:
             y = torch.tensor([self.label_of(v) for v in labels], dtype=torch.long)
         opts = self._options(options)
-        g = torch.Generator().manual_seed(int(seed) if seed is not None else torch.Generator().seed())
+        g = self._generator(seed)
         out = []
         for start in range(0, n, opts["batch_size"]):
             part = y[start:start + opts["batch_size"]]

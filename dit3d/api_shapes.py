@@ -11,18 +11,16 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dit3d.api_ddpm import SAMPLING_OPTIONS  # noqa: F401 (still importable from here)
+from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint, positive_int
 from dit3d.models.dit3d_net import DiT3D
-from dit3d.models.dit3d_sampling import SAMPLERS, sample_point_clouds
-from dit3d.objectives import GaussianDiffusion
-from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
+from dit3d.models.dit3d_sampling import sample_point_clouds
 
-SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size")
 #: ``steps=None`` means the sampler's own default: 50 for DDIM, all ``T`` for DDPM
 DEFAULT_SAMPLING: dict[str, Any] = {"sampler": "ddim", "steps": 50, "guidance": 1.0, "eta": 0.0, "batch_size": 64}
 
@@ -46,22 +44,7 @@ def load_dit3d_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] 
     from dit3d.data.pc15k import resolve_category
     from dit3d.models.dit3d_module import DiT3DModule
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated files, non-checkpoints, pickled code
-        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    hp = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    try:
-        module = DiT3DModule(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        raise ValueError(f"{path}: not a DiT3DModule checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
+    module, ckpt = load_lightning_checkpoint(path, DiT3DModule)
     stats = None
     for value in ckpt.values():
         if isinstance(value, dict) and isinstance(value.get("normalization_stats"), dict):
@@ -70,7 +53,7 @@ def load_dit3d_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Any] 
     if stats is not None and "categories" not in stats and data_hp.get("categories"):
         cats = data_hp["categories"]
         stats["categories"] = [resolve_category(c)[0] for c in ([cats] if isinstance(cats, str) else cats)]
-    return module.eval(), stats
+    return module, stats
 
 
 def _check_normalization(stats: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -97,19 +80,14 @@ def _check_normalization(stats: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-class ShapeGenerator:
+class ShapeGenerator(DDPMGenerator):
     """DiT-3D point-cloud sampler: DDIM (default) or ancestral DDPM, optional guidance,
     samples mapped back to the data frame with the training normalisation.
 
     ``"global"`` statistics are undone (``x * std + mean``); ``"per-shape"`` has no single
     frame to return to, so those samples stay zero-mean, unit-std clouds; ``"none"`` is
-    the identity.
+    the identity. Pretrained folders store the DiT-3D arguments (``"dit3d"``), the schedule,
+    the normalisation, the category names and the sampling defaults.
 
     Args:
         net: the noise predictor (the EMA copy of a trained module).
@@ -125,25 +103,19 @@ class ShapeGenerator:
     """
 
     KIND = "dit3d-pointclouds"
+    NET_KEY, NET_CLASS, NET_NAME = "dit3d", DiT3D, "DiT-3D"
+    CONFIG_KEYS = ("normalization",)  # "categories" may be absent: then the normalisation's are used
 
     def __init__(self, net: DiT3D, diffusion: Mapping[str, Any], normalization: Mapping[str, Any] | None = None,
                  categories: list[str] | None = None, sampling: Mapping[str, Any] | None = None) -> None:
-        self.net = net
-        self.diffusion_config = dict(diffusion)
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+        super().__init__(net, diffusion)
         self.normalization = _check_normalization(normalization)
         names = categories if categories is not None else self.normalization.get("categories")
         self.categories = [str(c) for c in names] if names is not None else None
-        self.num_classes = int(net.config.get("num_classes", 0))
         if self.categories is not None and self.num_classes > 0 and len(self.categories) != self.num_classes:
             raise ValueError(f"{len(self.categories)} category names {self.categories} for a network with "
                              f"{self.num_classes} classes; pass categories= with one name per class")
-        self.sampling = self._options(dict(DEFAULT_SAMPLING, **(sampling or {})), check_only=True)
-
-    def to(self, device: str | torch.device) -> ShapeGenerator:
-        """Move the network to ``device``, e.g. ``"cuda"`` (seeded noise is still drawn on the CPU)."""
-        self.net.to(device)
-        return self
+        self.sampling = self._checked_defaults(sampling, DEFAULT_SAMPLING)
 
     # --------------------------------------------------------------- loading
     @classmethod
@@ -160,53 +132,16 @@ class ShapeGenerator:
                          beta_start=float(hp["beta_start"]), beta_end=float(hp["beta_end"]))
         return cls(module.sampling_model, diffusion, normalization_stats, categories, sampling)
 
-    @classmethod
-    def from_pretrained(cls, path_or_name: str | os.PathLike) -> ShapeGenerator:
-        """Load a folder written by :meth:`save_pretrained`, or a shipped name (``"dit3d-chair-cpu"``)."""
-        directory = resolve_pretrained(path_or_name)
-        config, weights = load_pretrained(directory, cls.KIND)
-        missing = {"dit3d", "diffusion", "normalization", "sampling"} - set(config)
-        if missing:
-            raise PretrainedError(f"{directory}: config.json lacks {sorted(missing)}; re-export the model")
-        try:
-            net = DiT3D(**config["dit3d"])
-        except (TypeError, ValueError) as e:
-            raise PretrainedError(f"{directory}: bad DiT-3D config ({e})") from None
-        load_state_strict(net, {k[4:]: v for k, v in weights.items() if k.startswith("net.")}, str(directory))
-        return cls(net.eval(), config["diffusion"], config["normalization"], config.get("categories"),
-                   config["sampling"])
+    def _config_fields(self) -> dict[str, Any]:
+        """Normalisation and category names for ``config.json``."""
+        return {"normalization": self.normalization, "categories": self.categories}
 
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Network weights (safetensors) and config (JSON: DiT-3D arguments, diffusion
-        schedule, normalisation, category names, sampling defaults), written atomically;
-        ``extra`` is stored in the config too (e.g. provenance)."""
-        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
-        config = {"dit3d": self.net.config, "diffusion": self.diffusion_config, "normalization": self.normalization,
-                  "categories": self.categories, "sampling": self.sampling}
-        clash = set(extra or {}) & (set(config) | {"kind"})
-        if clash:
-            raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
-        return save_pretrained(directory, self.KIND, config | (extra or {}), state)
+    @classmethod
+    def _from_config(cls, net: DiT3D, config: dict[str, Any]) -> ShapeGenerator:
+        """Rebuild from a pretrained folder's network and ``config.json``."""
+        return cls(net, config["diffusion"], config["normalization"], config.get("categories"), config["sampling"])
 
     # -------------------------------------------------------------- sampling
-    def _options(self, options: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
-        unknown = set(options) - set(SAMPLING_OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
-        opts = options if check_only else {**self.sampling, **options}
-        if opts["sampler"] not in SAMPLERS:
-            raise ValueError(f"unknown sampler {opts['sampler']!r}; choose one of {SAMPLERS}")
-        if not check_only and opts["sampler"] == "ddpm" and "steps" not in options:
-            opts["steps"] = None  # the stored DDIM step count does not apply: DDPM runs all T steps
-        if opts["steps"] is not None:
-            _positive_int(opts["steps"], "steps")
-        _positive_int(opts["batch_size"], "batch_size")
-        for key in ("guidance", "eta"):
-            v = opts[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{key} must be a finite float >= 0, got {v!r}")
-        return dict(opts)
-
     def label_of(self, category: str | int | None) -> int:
         """Label index of ``category`` (name, synset id, or index); None for a one-category model."""
         names = self.categories or [str(i) for i in range(self.num_classes)]
@@ -262,12 +197,12 @@ class ShapeGenerator:
         Shapes:
             returns ``(n, num_points, 3)`` float32
         """
-        n, num_points = _positive_int(n, "n"), _positive_int(num_points, "num_points")
+        n, num_points = positive_int(n, "n"), positive_int(num_points, "num_points")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         opts = self._options(options)
         label = self.label_of(category)
-        g = torch.Generator().manual_seed(int(seed) if seed is not None else torch.Generator().seed())
+        g = self._generator(seed)
         out = np.empty((n, num_points, 3), dtype=np.float32)
         for start in range(0, n, opts["batch_size"]):
             size = min(opts["batch_size"], n - start)

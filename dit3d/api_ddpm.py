@@ -1,0 +1,211 @@
+"""What the user-facing generators of DDPM-trained, class-conditional networks share.
+
+:class:`DDPMGenerator` is the base of :class:`~dit3d.api_shapes.ShapeGenerator` (DiT-3D
+point clouds) and :class:`~dit3d.api_images.ImageGenerator` (image DiT): it holds the EMA
+network, its :class:`~dit3d.objectives.GaussianDiffusion` schedule and checked sampling
+defaults, writes and reads pretrained folders (``config.json`` + ``model.safetensors``,
+weights under ``net.``), and checks sampling options. Subclasses add their domain: what
+the config stores besides the network and schedule, labels, and how samples are drawn
+and returned. :func:`load_lightning_checkpoint` rebuilds a trained Lightning module from a
+``.ckpt`` without unpickling code.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from dit3d.models.ddpm_generation import SAMPLERS
+from dit3d.objectives import GaussianDiffusion
+from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
+
+__all__ = ["SAMPLING_OPTIONS", "DDPMGenerator", "load_lightning_checkpoint", "positive_int"]
+
+#: options :meth:`DDPMGenerator._options` accepts (stored defaults and per-call overrides)
+SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size")
+
+_M = TypeVar("_M", bound=nn.Module)
+_G = TypeVar("_G", bound="DDPMGenerator")
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError`` naming it.
+
+    Example:
+        >>> positive_int(3, "n")
+        3
+        >>> positive_int(0, "n")
+        Traceback (most recent call last):
+        ...
+        ValueError: n must be a positive int, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _first_line(e: Exception) -> str:
+    """``"ErrorType: first line of the message"``, cut to 200 characters, for error messages."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
+
+
+def load_lightning_checkpoint(path: str | os.PathLike, module_cls: type[_M]) -> tuple[_M, dict[str, Any]]:
+    """Rebuild a trained ``module_cls`` from a Lightning ``.ckpt`` without unpickling code
+    (``torch.load(weights_only=True)``): ``module_cls(**hyper_parameters)`` (names starting
+    with ``_`` left out), then its ``state_dict`` loaded strictly.
+
+    Args:
+        path: ``.ckpt`` written by ``dit3d fit`` (or ``Trainer.save_checkpoint``).
+        module_cls: the Lightning module class the checkpoint is expected to hold.
+
+    Returns:
+        ``(module in eval mode, the whole checkpoint dict)``; the latter carries what data
+        modules and callbacks saved next to the weights.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: unreadable, not a Lightning checkpoint, or not one of ``module_cls``.
+
+    Example:
+        >>> from dit3d.models import ImageDiTModule
+        >>> load_lightning_checkpoint("missing.ckpt", ImageDiTModule)
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: missing.ckpt: no such checkpoint
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated files, non-checkpoints, pickled code
+        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({_first_line(e)})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    hp = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    try:
+        module = module_cls(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        name = module_cls.__name__
+        article = "an" if name[:1].upper() in ("A", "E", "I", "O", "U") else "a"
+        raise ValueError(f"{path}: not {article} {name} checkpoint ({_first_line(e)})") from None
+    return module.eval(), ckpt
+
+
+class DDPMGenerator:
+    """Base of the samplers of DDPM-trained, class-conditional noise predictors: DDIM or
+    ancestral DDPM, classifier-free guidance, seeded noise drawn on the CPU.
+
+    Subclasses set the class attributes below, call ``super().__init__(net, diffusion)``,
+    then set :attr:`sampling` with :meth:`_checked_defaults`, and implement
+    :meth:`_config_fields` and :meth:`_from_config` (the domain part of ``config.json``).
+
+    Args:
+        net: the noise predictor (the EMA copy of a trained module), with a ``config`` dict
+            of its constructor arguments (``num_classes`` among them; 0: unconditional).
+        diffusion: :class:`~dit3d.objectives.GaussianDiffusion` arguments it was trained with.
+
+    Attributes:
+        net: the network.
+        diffusion_config: ``diffusion`` as a dict (what ``config.json`` stores).
+        diffusion: the schedule.
+        num_classes: the network's class count (0: unconditional).
+        sampling: checked sampling defaults, one value per :data:`SAMPLING_OPTIONS` entry.
+    """
+
+    #: ``kind`` of the pretrained folders (``config.json``)
+    KIND: ClassVar[str]
+    #: config key of the network's constructor arguments
+    NET_KEY: ClassVar[str]
+    #: the network class, rebuilt from ``config[NET_KEY]``
+    NET_CLASS: ClassVar[type[nn.Module]]
+    #: the network's name in error messages
+    NET_NAME: ClassVar[str]
+    #: domain config keys a pretrained folder must have, besides the network, ``"diffusion"`` and ``"sampling"``
+    CONFIG_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    sampling: dict[str, Any]
+
+    def __init__(self, net: nn.Module, diffusion: Mapping[str, Any]) -> None:
+        self.net = net
+        self.diffusion_config = dict(diffusion)
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+        self.num_classes = int(net.config.get("num_classes", 0))
+
+    def to(self: _G, device: str | torch.device) -> _G:
+        """Move the network to ``device``, e.g. ``"cuda"`` (seeded noise is still drawn on the CPU)."""
+        self.net.to(device)
+        return self
+
+    # --------------------------------------------------------------- loading
+    def _config_fields(self) -> dict[str, Any]:
+        """The domain part of ``config.json`` (JSON-ready), written by :meth:`save_pretrained`."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_config(cls: type[_G], net: nn.Module, config: dict[str, Any]) -> _G:
+        """A generator from a loaded network (eval mode) and the whole ``config.json``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls: type[_G], path_or_name: str | os.PathLike) -> _G:
+        """Load a folder written by :meth:`save_pretrained`, or a shipped name."""
+        directory = resolve_pretrained(path_or_name)
+        config, weights = load_pretrained(directory, cls.KIND)
+        missing = {cls.NET_KEY, "diffusion", *cls.CONFIG_KEYS, "sampling"} - set(config)
+        if missing:
+            raise PretrainedError(f"{directory}: config.json lacks {sorted(missing)}; re-export the model")
+        try:
+            net = cls.NET_CLASS(**config[cls.NET_KEY])
+        except (TypeError, ValueError) as e:
+            raise PretrainedError(f"{directory}: bad {cls.NET_NAME} config ({e})") from None
+        load_state_strict(net, {k[4:]: v for k, v in weights.items() if k.startswith("net.")}, str(directory))
+        return cls._from_config(net.eval(), config)
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Network weights (safetensors, under ``net.``) and config (JSON: network arguments,
+        diffusion schedule, the domain fields, sampling defaults), written atomically;
+        ``extra`` is stored in the config too (e.g. provenance)."""
+        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        config = {self.NET_KEY: self.net.config, "diffusion": self.diffusion_config, **self._config_fields(),
+                  "sampling": self.sampling}
+        clash = set(extra or {}) & (set(config) | {"kind"})
+        if clash:
+            raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
+        return save_pretrained(directory, self.KIND, config | (extra or {}), state)
+
+    # -------------------------------------------------------------- sampling
+    def _checked_defaults(self, sampling: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """``defaults`` overridden by ``sampling``, checked: the value of :attr:`sampling`."""
+        return self._options(dict(defaults, **(sampling or {})), check_only=True)
+
+    def _options(self, options: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
+        """Per-call ``options`` over :attr:`sampling`, checked (``check_only``: ``options`` is
+        a complete set, checked as it is)."""
+        unknown = set(options) - set(SAMPLING_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
+        opts = options if check_only else {**self.sampling, **options}
+        if opts["sampler"] not in SAMPLERS:
+            raise ValueError(f"unknown sampler {opts['sampler']!r}; choose one of {SAMPLERS}")
+        if not check_only and opts["sampler"] == "ddpm" and "steps" not in options:
+            opts["steps"] = None  # the stored DDIM step count does not apply: DDPM runs all T steps
+        if opts["steps"] is not None:
+            positive_int(opts["steps"], "steps")
+        positive_int(opts["batch_size"], "batch_size")
+        for key in ("guidance", "eta"):
+            v = opts[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{key} must be a finite float >= 0, got {v!r}")
+        return dict(opts)
+
+    @staticmethod
+    def _generator(seed: int | None) -> torch.Generator:
+        """CPU generator seeded with ``seed``, or with a fresh seed for ``None`` (torch's global state untouched)."""
+        return torch.Generator().manual_seed(int(seed) if seed is not None else torch.Generator().seed())
