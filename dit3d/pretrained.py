@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 #: checkpoints shipped in the repository's ``data/`` folder, by name (re-exported by :mod:`dit3d.api`)
-SHIPPED = {"adit-qm9-cpu": "adit_qm9_cpu", "dit3d-chair-cpu": "dit3d_chair_cpu"}
+SHIPPED = {"adit-qm9-cpu": "adit_qm9_cpu", "dit3d-chair-cpu": "dit3d_chair_cpu", "digits-dit-cpu": "digits_dit_cpu"}
 
 
 class PretrainedError(ValueError):

@@ -47,3 +47,23 @@ def test_adit_qm9_benchmark_prints_one_json_line():
     result = json.loads(lines[0])
     for key in ("vae_step_s", "dit_step_s", "sample_100_s", "validity", "mol_stability", "uniqueness"):
         assert result[key] >= 0, key
+
+
+def test_image_benchmark_tiny_preset_and_cpu_config_matches_yaml():
+    from pathlib import Path
+
+    import yaml
+
+    from dit3d.bench.image import CPU_CONFIG
+
+    result = run_benchmark("image", quick=True, preset="DiT-Img-Mini/4", batch=2, image_size=16, in_channels=1)
+    for key in ("step_s", "mfu", "gflop_per_step", "cpu_config_step_s", "cpu_config_mfu", "peak_gflops"):
+        assert result[key] > 0, key
+    assert result["image"] == [1, 16, 16] and result["cpu_config_batch"] == 64
+    json.dumps(result)
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/image/digits_cpu.yaml").read_text())
+    model, data = cfg["model"]["init_args"], cfg["data"]["init_args"]
+    assert CPU_CONFIG == {"preset": model["preset"], "image_size": model["image_size"],
+                          "in_channels": model["in_channels"], "batch": data["batch_size"],
+                          "num_classes": model["num_classes"], "class_dropout": model["class_dropout"],
+                          "ema_decay": model["ema_decay"]}

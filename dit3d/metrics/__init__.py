@@ -1,9 +1,11 @@
 """Metrics that judge generated outputs (files, RDKit Mols, atoms + coordinates, point clouds), never models.
 
 Molecule metrics (EDM and ADiT protocols) are imported with the package; point-cloud
-metrics (PointFlow protocol, :mod:`dit3d.metrics.pointclouds`) and crystal metrics (CDVAE
-protocol, :mod:`dit3d.metrics.crystals`) on first use, since they pull in torch, scipy, pymatgen
-and the optional ``crystals`` extra (SMACT, matminer).
+metrics (PointFlow protocol, :mod:`dit3d.metrics.pointclouds`), crystal metrics (CDVAE
+protocol, :mod:`dit3d.metrics.crystals`) and image metrics (class-conditional accuracy and a
+Frechet distance in a shipped digit classifier's features, :mod:`dit3d.metrics.images`) on
+first use, since they pull in torch, scipy, pymatgen and the optional ``crystals`` extra
+(SMACT, matminer).
 """
 from __future__ import annotations
 
@@ -17,8 +19,11 @@ _POINTCLOUD_EXPORTS = ("chamfer_distance", "earth_movers_distance", "evaluate_po
 
 _CRYSTAL_EXPORTS = ("evaluate_crystals", "smact_validity", "structure_validity", "uniqueness_novelty")
 
+_IMAGE_EXPORTS = ("class_conditional_accuracy", "evaluate_images", "frechet_classifier_distance", "frechet_distance",
+                  "load_digit_classifier")
+
 __all__ = ["ALLOWED_VALENCIES", "atom_stability", "canonical_smiles", "evaluate_molecules", *_POINTCLOUD_EXPORTS,
-           *_CRYSTAL_EXPORTS]
+           *_CRYSTAL_EXPORTS, *_IMAGE_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,8 +31,10 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module("dit3d.metrics.pointclouds"), name)
     if name in _CRYSTAL_EXPORTS:
         return getattr(importlib.import_module("dit3d.metrics.crystals"), name)
+    if name in _IMAGE_EXPORTS:
+        return getattr(importlib.import_module("dit3d.metrics.images"), name)
     raise AttributeError(f"module 'dit3d.metrics' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_POINTCLOUD_EXPORTS) | set(_CRYSTAL_EXPORTS))
+    return sorted(set(globals()) | set(_POINTCLOUD_EXPORTS) | set(_CRYSTAL_EXPORTS) | set(_IMAGE_EXPORTS))

@@ -1,0 +1,291 @@
+"""``dit3d sample image`` / ``dit3d evaluate image`` / ``dit3d export image``.
+
+- ``sample image``: draw digits from an image-DiT pretrained folder (:class:`~dit3d.api_images.ImageGenerator`)
+  to a PNG grid or an ``.npy`` array; an ``.npy`` gets two siblings, ``<stem>_labels.npy`` (the class of every
+  image) and ``<stem>_sampling.json`` (checkpoint, seed, sampler, steps, guidance...), which
+  ``evaluate image`` picks up.
+- ``evaluate image``: class-conditional accuracy and the Frechet distance in the dit3d digit classifier's
+  features (not FID; :mod:`dit3d.metrics.images`) of an ``.npy`` of samples, or of samples drawn on the spot
+  (``--checkpoint DIR --per-class K``); one JSON line with a ``protocol`` record.
+- ``export image``: Lightning checkpoint of :class:`~dit3d.models.ImageDiTModule` -> pretrained folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dit3d.cli.molecules import positive_int
+
+SAMPLE_SUFFIXES = (".png", ".npy")
+#: where ``dit3d export image`` put the CPU-trained digits model in the source repository
+DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parents[2] / "data" / "digits_dit_cpu")
+
+
+def _label(text: str) -> str | int:
+    """A label index (``3``) or a class name."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _add_sampling_options(p: argparse.ArgumentParser,
+                          seed_help: str = "seeds the initial noise and every sampling step") -> None:
+    p.add_argument("--checkpoint", default=None, help="image-DiT pretrained folder (from `dit3d export image`; "
+                                                      f"default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), help="default: the checkpoint's (ddim)")
+    p.add_argument("--steps", type=positive_int, help="DDIM steps (default: the checkpoint's; DDPM runs all T)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1: none; default: the "
+                                                  "checkpoint's)")
+    p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
+    p.add_argument("--batch-size", type=positive_int, help="images denoised together (default: the checkpoint's)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+
+
+def _generator(args: argparse.Namespace):
+    from dit3d.api_images import ImageGenerator
+
+    return ImageGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT).to(args.device)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size") if (v := getattr(args, k)) is not None}
+
+
+def _draw(gen: Any, labels: list[int], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
+    """Sample one image per label; return ``(n, C, H, W)`` float32 and the sampling record."""
+    options = _options(args)
+    start = time.perf_counter()
+    images = gen.sample(len(labels), label=labels, seed=args.seed, progress=False, **options)
+    seconds = time.perf_counter() - start
+    effective = {**gen.sampling, **options}
+    if effective.get("sampler") == "ddpm" and "steps" not in options:
+        effective["steps"] = None
+    record = {"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT), "seed": args.seed, "num_samples": len(labels),
+              **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta")}, "device": args.device,
+              "seconds": round(seconds, 2)}
+    return images.numpy().astype(np.float32), record
+
+
+def _balanced_labels(n: int, num_classes: int) -> list[int]:
+    """``n`` labels cycling through the classes, sorted (so a grid shows one class after another)."""
+    return sorted(i % num_classes for i in range(n)) if num_classes else [0] * n
+
+
+def write_grid(path: str | Path, images: np.ndarray, per_row: int | None = None, scale: int = 4) -> Path:
+    """PNG grid of ``(n, C, H, W)`` images in ``[-1, 1]`` (:func:`~dit3d.api_images.image_grid`),
+    each pixel ``scale`` x ``scale``, written atomically."""
+    from PIL import Image
+
+    from dit3d.api_images import image_grid
+    from dit3d.fileio import atomic_output
+
+    grid = image_grid(images, per_row=per_row)
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    with atomic_output(path) as tmp:
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
+    return Path(path)
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    from dit3d.fileio import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    from dit3d.fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def sidecars(samples: str | Path) -> tuple[Path, Path]:
+    """``(<stem>_labels.npy, <stem>_sampling.json)`` beside a samples ``.npy``."""
+    p = Path(samples)
+    return p.with_name(p.stem + "_labels.npy"), p.with_name(p.stem + "_sampling.json")
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("image", help="sample class-conditional images to a PNG grid or .npy",
+                       description="Draw images from an image-DiT pretrained folder (guided DDIM by default). "
+                                   ".png: one grid, a row after another (--per-row). .npy: an (n, C, H, W) float32 "
+                                   "array in [-1, 1], plus <stem>_labels.npy (n,) int64 and <stem>_sampling.json "
+                                   "beside it, which `dit3d evaluate image` reads.")
+    p.add_argument("-n", type=positive_int, default=100, help="number of images")
+    p.add_argument("--label", type=_label, help="class index or name of every image (default: the classes in "
+                                                "turn, n/num_classes each, sorted)")
+    p.add_argument("-o", "--output", required=True, help="output file (.png grid or .npy array)")
+    p.add_argument("--per-row", type=positive_int, help="PNG tiles per row (default: ceil(sqrt(n)))")
+    p.add_argument("--scale", type=positive_int, default=4, help="PNG pixels per image pixel")
+    _add_sampling_options(p)
+    p.set_defaults(run=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    out = Path(args.output)
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise SystemExit(f"{out}: output must end in .png or .npy")
+    if not out.resolve().parent.is_dir():  # fail before sampling, not after
+        raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist; create it first")
+    gen = _generator(args)
+    labels = ([gen.label_of(args.label)] * args.n if args.label is not None
+              else _balanced_labels(args.n, gen.num_classes))
+    images, record = _draw(gen, labels, args)
+    if out.suffix.lower() == ".png":
+        write_grid(out, images, args.per_row, args.scale)
+    else:
+        labels_path, record_path = sidecars(out)
+        _write_npy(out, images)
+        _write_npy(labels_path, np.asarray(labels, dtype=np.int64))
+        _write_json(record_path, {**record, "class_names": gen.class_names, "labels_file": labels_path.name,
+                                  "versions": _versions()})
+    print(f"wrote {args.n} images to {out} in {record['seconds']:.1f} s", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("image", help="score generated digits: class accuracy, Frechet classifier distance",
+                       description="Class-conditional accuracy and the Frechet distance in the dit3d digit "
+                                   "classifier's features (NOT FID; dit3d.metrics.images) against the real test "
+                                   "digits, with the same metrics for as many real training digits as a floor. "
+                                   "Score an .npy of samples (labels from --labels or <stem>_labels.npy), or draw "
+                                   "--per-class K samples per class from --checkpoint. Prints one JSON line.")
+    p.add_argument("samples", nargs="?", help="generated images, .npy (n, 1, 16, 16) in [-1, 1]")
+    p.add_argument("--labels", help="the class of every sample, .npy (n,) ints (default: <stem>_labels.npy)")
+    p.add_argument("--per-class", type=positive_int,
+                   help="instead of a file: sample this many images per class from --checkpoint")
+    p.add_argument("--classifier", help="digit classifier folder (default: the shipped data/digits_classifier)")
+    p.add_argument("--out", help="also write the JSON here, with a PNG grid of (up to 100) samples beside it "
+                                 "(same name, ending _grid.png)")
+    _add_sampling_options(p, "seeds the sampling (--per-class) and the choice of real training digits for the "
+                             "real_baseline")
+    p.set_defaults(run=run_evaluate)
+
+
+def _read_npy(path: str | Path, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"{p}: {what} file does not exist")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"{p}: cannot read it as a .npy array ({e})") from None
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from dit3d.metrics.images import evaluate_images, load_digit_classifier
+
+    if (args.samples is None) == (args.per_class is None):
+        raise SystemExit("give either a samples .npy or --per-class K (to sample from --checkpoint), not both")
+    sampling_flags = [k for k in ("checkpoint", "sampler", "steps", "guidance", "eta", "batch_size")
+                      if getattr(args, k) is not None]
+    if args.samples is not None and sampling_flags:
+        raise SystemExit(f"--{sampling_flags[0].replace('_', '-')} applies to --per-class sampling only; the file's "
+                         "own sampling record is read from <stem>_sampling.json")
+    if args.per_class is not None and args.labels:
+        raise SystemExit("--labels applies to a samples file; --per-class draws its own labels")
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.resolve().parent.is_dir():
+        raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist; create it first")
+    classifier = load_digit_classifier(args.classifier)
+    if args.samples is not None:
+        images = _read_npy(args.samples, "samples")
+        labels_path, record_path = sidecars(args.samples)
+        if args.labels:
+            labels_path = Path(args.labels)
+        elif not labels_path.is_file():
+            raise SystemExit(f"{args.samples}: no labels; pass --labels FILE.npy (or keep {labels_path.name} "
+                             "beside the samples, as `dit3d sample image` writes it)")
+        labels = _read_npy(labels_path, "labels")
+        sampling = json.loads(record_path.read_text()) if record_path.is_file() else None
+        source = {"samples": str(args.samples), "labels": str(labels_path)}
+    else:
+        gen = _generator(args)
+        labels = np.asarray(_balanced_labels(args.per_class * gen.num_classes, gen.num_classes), dtype=np.int64)
+        images, sampling = _draw(gen, labels.tolist(), args)
+        source = {"samples": f"drawn: {args.per_class} per class"}
+    result = evaluate_images(images, labels, classifier, seed=args.seed)
+    result["protocol"].update(source)
+    result["protocol"]["sampling"] = sampling
+    line = json.dumps(result)
+    print(line)
+    if out is not None:
+        with_png = out.with_name(out.stem + "_grid.png")
+        _write_json(out, result)
+        write_grid(with_png, images[:100], per_row=_grid_row(labels[:100]))
+
+
+def _grid_row(labels: np.ndarray) -> int | None:
+    """One class per row when the labels come in equal sorted runs, else a square grid."""
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    if len(set(counts.tolist())) == 1 and np.all(np.diff(labels) >= 0):
+        return int(counts[0])
+    return math.ceil(math.sqrt(len(labels)))
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import torch
+
+    import dit3d
+
+    return {"dit3d": dit3d.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+# --------------------------------------------------------------------------- export
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("image", help="turn an image-DiT Lightning checkpoint into a pretrained folder",
+                       description="Store the EMA network, the DDPM schedule, the class names and default sampling "
+                                   "options; the provenance records the checkpoint, its epoch and step, the data "
+                                   "module's settings and any --note KEY=VALUE.")
+    p.add_argument("checkpoint", help="ImageDiTModule .ckpt from `dit3d fit`")
+    p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
+    p.add_argument("--guidance", type=float, help="default classifier-free guidance scale (default: "
+                                                  "ImageGenerator's, 4)")
+    p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    import torch
+
+    from dit3d.api_images import ImageGenerator, load_image_dit_checkpoint
+
+    bad = [n for n in args.note if "=" not in n]
+    if bad:
+        raise SystemExit(f"--note takes KEY=VALUE, got {bad}")
+    if args.sampler == "ddpm" and args.steps is not None:
+        raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
+    module = load_image_dit_checkpoint(args.checkpoint)
+    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)  # readable: the loader succeeded
+    data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
+    sampling: dict[str, Any] = {"sampler": args.sampler, "steps": None if args.sampler == "ddpm" else
+                                (args.steps or 50)}
+    if args.guidance is not None:
+        sampling["guidance"] = args.guidance
+    gen = ImageGenerator.from_lightning(module, sampling=sampling)
+    provenance = {"checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
+                  "global_step": ckpt.get("global_step"), "data": data or None,
+                  **dict(n.split("=", 1) for n in args.note)}
+    gen.save_pretrained(args.output, extra={"provenance": provenance})
+    print(f"wrote {args.output}", file=sys.stderr)
