@@ -6,9 +6,14 @@ from lightning import LightningDataModule
 from torch_geometric.loader import DataLoader
 
 from dit3d.data.qm9 import QM9, atom_counts
-from dit3d.data.samplers import SizeGroupedBatchSampler
+from dit3d.data.samplers import EpochShuffleSampler, ResumableLoaderMixin, SizeGroupedBatchSampler
 
 __all__ = ["AtomsDataModule", "QM9DataModule"]
+
+
+class ResumableGraphLoader(ResumableLoaderMixin, DataLoader):
+    """PyG ``DataLoader`` that resumes mid-epoch under Lightning (:class:`~dit3d.data.samplers.ResumableLoaderMixin`)."""
+
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
@@ -24,18 +29,23 @@ class AtomsDataModule(LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self._dataset(split)
+        # Training orders depend on (seed, epoch) only and the loader is stateful, so a run
+        # resumed from a checkpoint, even one saved mid-epoch, sees the batches of an
+        # uninterrupted one. The loader's own generator (worker seeds) keeps the global RNG
+        # untouched when an epoch's iterator is created.
+        common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+                      persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
         if shuffle and self.group_by_size:
             sampler = SizeGroupedBatchSampler(atom_counts(dataset), self.batch_size, seed=self.seed)
-            if self.trainer is not None:  # Lightning only calls set_epoch on samplers it knows
+            if self.trainer is not None:  # Lightning calls set_epoch only after the first pass has begun
                 sampler.set_epoch(self.trainer.current_epoch)
-            return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
-        # A fresh seeded generator per loader: the shuffle advances across epochs within a
-        # run, and a rerun with the same seed replays it.
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+            return ResumableGraphLoader(dataset, batch_sampler=sampler, **common)
+        if shuffle:
+            sampler = EpochShuffleSampler(dataset, seed=self.seed)
+            if self.trainer is not None:  # outside a Trainer the epoch advances with each pass
+                sampler.set_epoch(self.trainer.current_epoch)
+            return ResumableGraphLoader(dataset, batch_size=self.batch_size, sampler=sampler, **common)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -55,7 +65,8 @@ class QM9DataModule(AtomsDataModule):
 
     Batches are :class:`torch_geometric.data.Batch` objects: atoms of all molecules
     concatenated, with ``batch`` mapping atoms to molecules. The training order is
-    shuffled by a generator seeded with ``seed``, so two runs see the same batches;
+    shuffled per epoch by ``seed + epoch`` (:class:`~dit3d.data.samplers.EpochShuffleSampler`),
+    so two runs see the same batches and a resumed run those of an uninterrupted one;
     validation and test keep dataset order. All arguments are plain types so the module
     can be configured from LightningCLI YAML.
 

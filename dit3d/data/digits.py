@@ -36,6 +36,8 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from dit3d.data.samplers import EpochShuffleSampler, ResumableDataLoader
+
 __all__ = ["DIGITS_SPLITS", "DigitsDataModule", "DigitsDataset", "RESIZE_MODES", "digit_images", "digits_split"]
 
 RESIZE_MODES = ("bilinear", "pad")
@@ -146,8 +148,8 @@ class DigitsDataset(Dataset):
 class DigitsDataModule(LightningDataModule):
     """Loaders of the digits: batches ``{"image": (B, 1, S, S) float32 in [-1, 1], "label": (B,) int64}``.
 
-    The training split is shuffled by a generator seeded with ``seed`` (a rerun sees the
-    same batches); validation, test and predict run over the test split in dataset order
+    The training split is shuffled per epoch by ``seed + epoch`` (a rerun sees the
+    same batches, a resumed run those of an uninterrupted one); validation, test and predict run over the test split in dataset order
     (1,797 images leave no room for a third split; nothing is selected on it but the
     checkpoint to keep). The data are loaded on the first ``setup`` and held in memory
     (1,797 x S^2 floats).
@@ -215,12 +217,19 @@ class DigitsDataModule(LightningDataModule):
         return self._dataset("test")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        # A fresh seeded generator per loader: the shuffle advances across epochs within a
-        # run, and a rerun with the same seed replays it.
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          drop_last=self.drop_last and shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        # The training order depends on (seed, epoch) only and the loader is stateful, so a
+        # run resumed from a checkpoint (even one saved mid-epoch) sees the batches of an
+        # uninterrupted one; the loader's own generator keeps the global RNG untouched.
+        ds = self._dataset(split)
+        sampler = None
+        if shuffle:
+            sampler = EpochShuffleSampler(ds, seed=self.seed)
+            if self.trainer is not None:  # outside a Trainer the epoch advances with each pass
+                sampler.set_epoch(self.trainer.current_epoch)
+        return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=False,
+                                   generator=torch.Generator().manual_seed(self.seed),
+                                   drop_last=self.drop_last and shuffle, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -15,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from dit3d.data.pc15k import (CATEGORY_TO_SYNSET, LAYOUT, NORMALIZATIONS, SYNSET_TO_CATEGORY, EpochDrawSampler,
                               ShapeNetPC15k, _check_int, resolve_category)
+from dit3d.data.samplers import ResumableDataLoader
 
 __all__ = ["CATEGORY_TO_SYNSET", "LAYOUT", "NORMALIZATIONS", "SYNSET_TO_CATEGORY", "EpochDrawSampler",
            "PointCloudDataModule", "ShapeNetPC15k", "resolve_category"]
@@ -141,9 +143,18 @@ class PointCloudDataModule(LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         ds = self._dataset(split)
-        sampler = EpochDrawSampler(len(ds), self.seed, shuffle=True) if split == "train" else None
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        sampler = None
+        if split == "train":
+            sampler = EpochDrawSampler(len(ds), self.seed, shuffle=True)
+            # Lightning calls set_epoch only after the first pass has begun: a resumed run
+            # must start from the epoch it stopped in.
+            if self.trainer is not None:  # outside a Trainer the epoch advances with each pass
+                sampler.set_epoch(self.trainer.current_epoch)
+        # Stateful (mid-epoch resume) and with its own generator, so creating an epoch's
+        # iterator leaves the global RNG alone.
+        return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=False,
+                                   generator=torch.Generator().manual_seed(self.seed),
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from dit3d.models.optim import adamw_with_warmup
+from dit3d.models.resume import RNGStateMixin
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import augment, center_molecules, corrupt
 
@@ -70,7 +71,7 @@ def reconstruction_losses(out: dict[str, Tensor], target: Atoms, lattice_target:
     return losses
 
 
-class ADiTAutoencoderModule(LightningModule):
+class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
     r"""Trains :class:`~dit3d.tokenizers.AtomAutoencoder` as a denoising VAE on molecules,
     crystals, or mixed batches of both (``dataset_idx`` 0 / 1).
 

@@ -11,6 +11,7 @@ from dit3d.data.qm9 import graph_values
 from dit3d.models.adit_sampling import sample_latents
 from dit3d.models.ema import ema_copy, update_ema_
 from dit3d.models.optim import adamw_with_warmup
+from dit3d.models.resume import RNGStateMixin
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
@@ -59,7 +60,7 @@ def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
     return module.eval()
 
 
-class ADiTLatentModule(LightningModule):
+class ADiTLatentModule(RNGStateMixin, LightningModule):
     """Flow matching on per-atom latents of a frozen :class:`AtomAutoencoder`.
 
     Training encodes randomly rotated systems (molecules centred, crystals also randomly

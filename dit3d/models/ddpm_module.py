@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from dit3d.models.ema import update_ema_
 from dit3d.models.optim import adamw_with_warmup
+from dit3d.models.resume import RNGStateMixin
 
 
-class DDPMModule(LightningModule):
+class DDPMModule(RNGStateMixin, LightningModule):
     r"""Base class: subclasses build ``self.model`` (a class-conditional noise predictor
     with ``drop_labels``), ``self.ema_model`` (or ``None``) and ``self.diffusion`` (a
     :class:`~dit3d.objectives.GaussianDiffusion`), and implement :meth:`unpack`.
