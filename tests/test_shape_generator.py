@@ -221,3 +221,15 @@ def test_export_without_data_module_statistics(trained, tmp_path, capsys):
     assert gen.sampling["sampler"] == "ddpm" and gen.sampling["steps"] is None
     raw = trained["module"].sample(1, 8, sampler="ddpm", generator=torch.Generator().manual_seed(2))
     assert np.array_equal(gen.sample_arrays(1, 8, category=0, seed=2), raw.numpy())
+
+
+def test_export_stores_the_ddim_eta(trained, tmp_path):
+    main(["export", "pointclouds", str(trained["ckpt"]), "-o", str(tmp_path / "g"), "--eta", "1.0"])
+    gen = ShapeGenerator.from_pretrained(tmp_path / "g")
+    assert gen.sampling["eta"] == 1.0 and gen.sampling["sampler"] == "ddim"
+    raw = trained["module"].sample(2, 8, sampler="ddim", steps=gen.sampling["steps"], eta=1.0,
+                                   generator=torch.Generator().manual_seed(5))
+    stats = gen.normalization
+    expected = raw.numpy() * stats["std"] + np.asarray(stats["mean"]) if stats.get("normalization") == "global" \
+        else raw.numpy()
+    np.testing.assert_allclose(gen.sample_arrays(2, 8, seed=5), expected, rtol=1e-5, atol=1e-6)

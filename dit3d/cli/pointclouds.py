@@ -91,6 +91,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="default DDIM stochasticity (0: deterministic; 1: DDPM-like noise, more forgiving of "
+                        "an imperfect noise model)")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
     p.set_defaults(run=run_export)
 
@@ -109,7 +112,7 @@ def run_export(args: argparse.Namespace) -> None:
               "training frame", file=sys.stderr)
     steps = None if args.sampler == "ddpm" else (args.steps or 50)
     gen = ShapeGenerator.from_lightning(module, stats, {"sampler": args.sampler, "steps": steps,
-                                                        "guidance": args.guidance})
+                                                        "guidance": args.guidance, "eta": args.eta})
     provenance = {"checkpoint": str(args.checkpoint), **dict(n.split("=", 1) for n in args.note)}
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
