@@ -434,6 +434,35 @@ def write_extxyz(path: PathLike, structures: Structure | Iterable[Structure]) ->
     return atomic_write(path, lambda tmp: ase_write(str(tmp), frames, format="extxyz"))
 
 
+def extxyz_frames(path: Path) -> list:
+    """All frames of an extended XYZ file as ASE ``Atoms`` (no checks on their content).
+
+    Raises:
+        CrystalFileError: a file ASE cannot parse.
+    """
+    from ase.io import read as ase_read
+
+    try:
+        return ase_read(str(path), index=":", format="extxyz")
+    except Exception as err:  # noqa: BLE001 - ASE raises assorted types on malformed files
+        raise CrystalFileError(path, f"malformed extxyz ({type(err).__name__}: {err})",
+                               fix='each frame needs an atom count, a comment with Lattice="..." and atom lines'
+                               ) from None
+
+
+def frame_to_structure(atoms) -> Structure:
+    """One extxyz frame as a ``Structure``.
+
+    Raises:
+        ValueError: zero atoms, NaN/inf coordinates, or what :func:`ase_to_structure` rejects.
+    """
+    if len(atoms) == 0:
+        raise ValueError("the frame has zero atoms")
+    if not np.isfinite(atoms.positions).all():
+        raise ValueError("NaN or inf coordinates")
+    return ase_to_structure(atoms)
+
+
 def read_extxyz(path: PathLike) -> list[Structure]:
     """Every frame of an extended XYZ file as a ``Structure``; frames must be periodic.
 
@@ -441,23 +470,11 @@ def read_extxyz(path: PathLike) -> list[Structure]:
         CrystalFileError: missing or empty file, a file ASE cannot parse, a frame without
             a 3-D periodic cell, unknown elements, NaN coordinates.
     """
-    from ase.io import read as ase_read
-
     path, _ = _read_text(path)
-    try:
-        frames = ase_read(str(path), index=":", format="extxyz")
-    except Exception as err:  # noqa: BLE001 - ASE raises assorted types on malformed files
-        raise CrystalFileError(path, f"malformed extxyz ({type(err).__name__}: {err})",
-                               fix='each frame needs an atom count, a comment with Lattice="..." and atom lines'
-                               ) from None
     out = []
-    for i, atoms in enumerate(frames):
-        if len(atoms) == 0:
-            raise CrystalFileError(path, "the frame has zero atoms", record=i)
-        if not np.isfinite(atoms.positions).all():
-            raise CrystalFileError(path, "NaN or inf coordinates", record=i)
+    for i, atoms in enumerate(extxyz_frames(path)):
         try:
-            out.append(ase_to_structure(atoms))
+            out.append(frame_to_structure(atoms))
         except ValueError as err:
             raise CrystalFileError(path, str(err), record=i) from None
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dit3d.chem.crystals import CrystalFileError, ase_to_structure, parse_cif
+from dit3d.chem.crystals import CrystalFileError, extxyz_frames, frame_to_structure, parse_cif
 
 __all__ = ["CrystalSet", "load_crystals"]
 
@@ -95,20 +95,10 @@ def _read_csv(path: Path, out: CrystalSet) -> None:
 
 
 def _read_extxyz(path: Path, out: CrystalSet) -> None:
-    from ase.io import read as ase_read
-
-    try:
-        frames = ase_read(str(path), index=":", format="extxyz")
-    except Exception as err:  # noqa: BLE001 - ASE raises assorted types on malformed files
-        raise CrystalFileError(path, f"malformed extxyz ({type(err).__name__}: {err})",
-                               fix='each frame needs an atom count, a comment with Lattice="..." and atom lines'
-                               ) from None
-    for i, atoms in enumerate(frames):
+    for i, atoms in enumerate(extxyz_frames(path)):
         where = f"{path.name} frame {i}"
         try:
-            if len(atoms) == 0:
-                raise ValueError("the frame has zero atoms")
-            out.structures.append(ase_to_structure(atoms))
+            out.structures.append(frame_to_structure(atoms))
             out.labels.append(where)
         except Exception as err:  # noqa: BLE001
             out.failures.append({"where": where, "reason": _problem(err)})

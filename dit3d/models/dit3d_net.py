@@ -26,7 +26,7 @@ from typing import Any
 import torch  # used by the doctests
 from torch import Tensor
 
-from dit3d.nn import DiT, preset_config, sincos_3d
+from dit3d.nn import sincos_3d
 from dit3d.models.tokenized_dit import TokenizedDiT
 from dit3d.nn.presets import lookup_preset
 from dit3d.tokenizers.voxels import VoxelTokenizer
@@ -81,13 +81,9 @@ class DiT3D(TokenizedDiT):
                            window_blocks=tuple(window_blocks), depth=depth, hidden_size=hidden_size,
                            num_heads=num_heads, **trunk_kwargs)
         self.tokenizer = VoxelTokenizer(resolution, patch_size)
-        width = hidden_size or preset_config(trunk)["hidden_size"]
-        pos = sincos_3d(self.tokenizer.grid_size, width)  # (T, D); raises unless D divides by 6
-        dim = self.tokenizer.token_dim
-        self.dit = DiT(dim, dim, time_scale=1.0, preset=trunk, depth=depth, hidden_size=hidden_size,
-                       num_heads=num_heads, num_classes=num_classes, class_dropout=class_dropout, pos_embed=pos,
-                       window_size=tuple(window_size) if window_blocks else None,
-                       window_blocks=tuple(window_blocks), **trunk_kwargs)
+        self.dit = self.build_dit(self.tokenizer.token_dim, self.tokenizer.grid_size, sincos_3d, trunk, num_classes,
+                                  class_dropout, window_size, window_blocks, depth, hidden_size, num_heads,
+                                  **trunk_kwargs)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         tokens, coords = self.tokenizer.encode(x)  # (B, T, 3p^3), (B, N, 3)
