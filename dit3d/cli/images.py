@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.molecules import positive_int
+from dit3d.cli.common import ddpm_export_steps, parse_notes, positive_int
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -271,21 +271,17 @@ def run_export(args: argparse.Namespace) -> None:
 
     from dit3d.api_images import ImageGenerator, load_image_dit_checkpoint
 
-    bad = [n for n in args.note if "=" not in n]
-    if bad:
-        raise SystemExit(f"--note takes KEY=VALUE, got {bad}")
-    if args.sampler == "ddpm" and args.steps is not None:
-        raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
+    notes = parse_notes(args.note)
+    steps = ddpm_export_steps(args.sampler, args.steps)
     module = load_image_dit_checkpoint(args.checkpoint)
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)  # readable: the loader succeeded
     data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
-    sampling: dict[str, Any] = {"sampler": args.sampler, "steps": None if args.sampler == "ddpm" else
-                                (args.steps or 50)}
+    sampling: dict[str, Any] = {"sampler": args.sampler, "steps": steps}
     if args.guidance is not None:
         sampling["guidance"] = args.guidance
     gen = ImageGenerator.from_lightning(module, sampling=sampling)
     provenance = {"checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
                   "global_step": ckpt.get("global_step"), "data": data or None,
-                  **dict(n.split("=", 1) for n in args.note)}
+                  **notes}
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -7,12 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from dit3d.cli.common import parse_notes, positive_int
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -134,9 +129,6 @@ def run_export(args: argparse.Namespace) -> None:
     module = load_latent_checkpoint(args.checkpoint)
     gen = MoleculeGenerator.from_lightning(module, {"steps": args.steps, "solver": args.solver,
                                                     "guidance": args.guidance})
-    bad = [n for n in args.note if "=" not in n]
-    if bad:
-        raise SystemExit(f"--note takes KEY=VALUE, got {bad}")
-    notes = dict(n.split("=", 1) for n in args.note)
+    notes = parse_notes(args.note)
     gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dit3d.cli.molecules import positive_int
+from dit3d.cli.common import ddpm_export_steps, parse_notes, positive_int
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -101,19 +101,15 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> None:
     from dit3d.api_shapes import ShapeGenerator, load_dit3d_checkpoint
 
-    bad = [n for n in args.note if "=" not in n]
-    if bad:
-        raise SystemExit(f"--note takes KEY=VALUE, got {bad}")
-    if args.sampler == "ddpm" and args.steps is not None:
-        raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
+    notes = parse_notes(args.note)
+    steps = ddpm_export_steps(args.sampler, args.steps)
     module, stats = load_dit3d_checkpoint(args.checkpoint)
     if stats is None:
         print(f"warning: {args.checkpoint} holds no PointCloudDataModule statistics; samples will stay in the "
               "training frame", file=sys.stderr)
-    steps = None if args.sampler == "ddpm" else (args.steps or 50)
     gen = ShapeGenerator.from_lightning(module, stats, {"sampler": args.sampler, "steps": steps,
                                                         "guidance": args.guidance, "eta": args.eta})
-    provenance = {"checkpoint": str(args.checkpoint), **dict(n.split("=", 1) for n in args.note)}
+    provenance = {"checkpoint": str(args.checkpoint), **notes}
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
 
