@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from dit3d.fileio import atomic_directory
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -42,12 +42,11 @@ def resolve_pretrained(path_or_name: str | os.PathLike) -> Path:
     raise PretrainedError(f"{path_or_name}: neither a pretrained folder nor a shipped name ({sorted(SHIPPED)}){hint}")
 
 
-def _umask_permissions(directory: Path) -> None:
-    """Give a folder made by ``mkdtemp`` (0o700) and its files the permissions a plain
-    ``mkdir``/``open`` would have had, so a shared checkpoint is readable by others."""
+def _umask_file_permissions(directory: Path) -> None:
+    """Give every file in ``directory`` the permissions a plain ``open`` would have had:
+    safetensors writes its file 0o600, and a shared checkpoint should be readable by others."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
     for f in directory.iterdir():
         os.chmod(f, 0o666 & ~umask)
 
@@ -64,23 +63,11 @@ def save_pretrained(directory: str | os.PathLike, kind: str, config: dict[str, A
     if directory.exists() and not _is_pretrained(directory):
         raise PretrainedError(f"{directory} exists and is not a pretrained folder; refusing to overwrite it "
                               "(choose a new folder name)")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    backup = directory.with_name(f".{directory.name}.old")
-    try:
+    with atomic_directory(directory, overwrite=True) as tmp:  # the old model stays whole until the swap
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps({"kind": kind, **config}, indent=2, sort_keys=True))
-        _umask_permissions(tmp)
-        if directory.exists():
-            os.replace(directory, backup)  # the old model stays whole until the new one is in place
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if backup.exists() and not directory.exists():
-            os.replace(backup, directory)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+        _umask_file_permissions(tmp)
     return directory
 
 
