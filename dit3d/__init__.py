@@ -6,26 +6,26 @@ data (:mod:`dit3d.data`), chemistry I/O (:mod:`dit3d.chem`) and metrics
 (:mod:`dit3d.metrics`). Generators are importable from the top level:
 
     >>> import dit3d
-    >>> dit3d.MoleculeGenerator.KIND, dit3d.ShapeGenerator.KIND
-    ('adit-molecules', 'dit3d-pointclouds')
+    >>> dit3d.MoleculeGenerator.KIND, dit3d.CrystalGenerator.KIND, dit3d.ShapeGenerator.KIND
+    ('adit-molecules', 'adit-crystals', 'dit3d-pointclouds')
 """
 from __future__ import annotations
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["MoleculeGenerator", "ShapeGenerator", "__version__"]
+__all__ = ["CrystalGenerator", "ImageGenerator", "MoleculeGenerator", "ShapeGenerator", "__version__"]
+
+#: top-level generator -> the module defining it
+_GENERATORS = {"MoleculeGenerator": "dit3d.api", "CrystalGenerator": "dit3d.api_crystals",
+               "ShapeGenerator": "dit3d.api_shapes", "ImageGenerator": "dit3d.api_images"}
 
 
 def __getattr__(name: str) -> Any:
-    # Generators pull in RDKit and Lightning-free model code; import them on first use so
+    # Generators pull in RDKit, pymatgen and model code; import them on first use so
     # `import dit3d` stays light.
-    if name == "MoleculeGenerator":
-        from dit3d.api import MoleculeGenerator
+    if name in _GENERATORS:
+        import importlib
 
-        return MoleculeGenerator
-    if name == "ShapeGenerator":  # point clouds; no RDKit needed
-        from dit3d.api_shapes import ShapeGenerator
-
-        return ShapeGenerator
+        return getattr(importlib.import_module(_GENERATORS[name]), name)
     raise AttributeError(f"module 'dit3d' has no attribute {name!r}")

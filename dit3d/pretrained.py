@@ -19,7 +19,8 @@ from dit3d.fileio import atomic_directory
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 #: checkpoints shipped in the repository's ``data/`` folder, by name (re-exported by :mod:`dit3d.api`)
-SHIPPED = {"adit-qm9-cpu": "adit_qm9_cpu", "dit3d-chair-cpu": "dit3d_chair_cpu", "digits-dit-cpu": "digits_dit_cpu"}
+SHIPPED = {"adit-qm9-cpu": "adit_qm9_cpu", "adit-joint-cpu": "adit_joint_cpu", "dit3d-chair-cpu": "dit3d_chair_cpu",
+           "digits-dit-cpu": "digits_dit_cpu"}
 
 
 class PretrainedError(ValueError):
@@ -78,8 +79,10 @@ def _is_pretrained(directory: Path) -> bool:
         return False
 
 
-def load_pretrained(directory: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read a folder written by :func:`save_pretrained`; check its ``kind`` if given."""
+def load_pretrained(directory: str | os.PathLike, kind: str | tuple[str, ...] | None = None
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a folder written by :func:`save_pretrained`; check its ``kind`` (one, or any of
+    a tuple) if given."""
     directory = Path(directory)
     if not directory.is_dir():
         raise PretrainedError(f"{directory}: no such pretrained folder (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
@@ -90,8 +93,10 @@ def load_pretrained(directory: str | os.PathLike, kind: str | None = None) -> tu
         config = json.loads((directory / CONFIG_NAME).read_text())
     except json.JSONDecodeError as e:
         raise PretrainedError(f"{directory / CONFIG_NAME}: not valid JSON ({e})") from None
-    if kind is not None and config.get("kind") != kind:
-        raise PretrainedError(f"{directory}: holds a {config.get('kind')!r} model, expected {kind!r}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and config.get("kind") not in kinds:
+        expected = repr(kinds[0]) if len(kinds) == 1 else "one of " + ", ".join(map(repr, kinds))
+        raise PretrainedError(f"{directory}: holds a {config.get('kind')!r} model, expected {expected}")
     try:
         weights = load_file(str(directory / WEIGHTS_NAME))
     except Exception as e:  # safetensors raises its own error types on truncation

@@ -96,7 +96,7 @@ def test_generator_round_trip_and_seeds(trained):
     c = gen.sample_arrays(6, seed=4)
     assert all((za == zb).all() and (pa == pb).all() for (za, pa), (zb, pb) in zip(a, b))
     assert any(len(za) != len(zc) or not (pa == pc).all() for (za, pa), (zc, pc) in zip(a, c))
-    hist = gen.atom_count_hist
+    hist = gen.atom_count_hist[0]  # molecules' row of the per-kind histograms
     assert all(hist[len(z)] > 0 for z, _ in a)  # sizes come from the training histogram
     assert all(1 <= z.min() and z.max() <= 100 for z, _ in a)  # never the mask token
     torch.manual_seed(123)
@@ -114,7 +114,7 @@ def test_generator_round_trip_and_seeds(trained):
 
 def test_generator_rejects_other_kinds(trained, tmp_path):
     trained["latent"].autoencoder.save_pretrained(tmp_path / "ae")
-    with pytest.raises(PretrainedError, match="expected 'adit-molecules'"):
+    with pytest.raises(PretrainedError, match="expected one of 'adit-molecules', 'adit-joint'"):
         MoleculeGenerator.from_pretrained(tmp_path / "ae")
     with pytest.raises(PretrainedError, match="neither"):
         MoleculeGenerator.from_pretrained(tmp_path / "missing")

@@ -49,6 +49,19 @@ def test_adit_qm9_benchmark_prints_one_json_line():
         assert result[key] >= 0, key
 
 
+@pytest.mark.slow
+def test_adit_crystals_benchmark_prints_one_json_line():
+    proc = subprocess.run([sys.executable, "-m", "dit3d.bench", "adit-crystals", "--quick"],
+                          capture_output=True, text=True, timeout=3600)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-2000:]
+    result = json.loads(lines[0])
+    for key in ("joint_step_s", "joint_vae_step_s", "sample_100_s", "struct_validity", "comp_validity",
+                "cov_recall", "cov_precision", "wdist_density", "wdist_num_elements"):
+        assert result[key] >= 0, key
+    assert result["protocol"]["num_samples"] == 100 and "validity_drop" in result["molecules"]
+
+
 def test_image_benchmark_tiny_preset_and_cpu_config_matches_yaml():
     from pathlib import Path
 

@@ -14,6 +14,7 @@ import torch
 BENCHMARKS: dict[str, str] = {
     "trunk": "dit3d.bench.trunk:run",
     "adit-qm9": "dit3d.bench.adit_qm9:run",
+    "adit-crystals": "dit3d.bench.adit_crystals:run",
     "dit3d": "dit3d.bench.dit3d:run",
     "image": "dit3d.bench.image:run",
 }

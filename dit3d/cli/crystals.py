@@ -1,12 +1,72 @@
-"""``dit3d evaluate crystals GENERATED --reference REF [--train TRAIN] [--cutoffs ...] [--out res.json]``."""
+"""``dit3d sample crystals``, ``dit3d evaluate crystals GENERATED --reference REF`` and
+``dit3d export crystals``."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
+from dit3d.cli.common import positive_int
+
 INPUTS = "a folder of .cif files, a .cif file, an .extxyz file or a CDVAE .csv/.csv.gz"
+
+
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("crystals", help="sample crystals to extxyz or CIF",
+                       description="Sample crystals from an ADiT crystal or joint model. The output is an .extxyz "
+                                   "file (all frames), a .cif file (one data block each) or, for a path without "
+                                   "suffix, a folder of <i>.cif files. Crystals whose decoded cell is impossible are "
+                                   "not written; their number is printed (the CDVAE protocol counts them invalid).")
+    p.add_argument("--checkpoint", default="adit-joint-cpu", help="pretrained folder or shipped name")
+    p.add_argument("-n", type=positive_int, default=100, help="number of crystals")
+    p.add_argument("-o", "--output", required=True, help="output: .extxyz, .cif, or a new folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spacegroup", type=int, help="space group 1..230 (models trained with space groups only)")
+    p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")
+    p.add_argument("--solver", choices=("euler", "heun"))
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(run=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> None:
+    from dit3d.api_crystals import CrystalGenerator
+    from dit3d.chem.crystals import write_cif, write_cif_dir, write_extxyz
+
+    out = Path(args.output)
+    suffix = out.suffix.lower()
+    if suffix not in ("", ".extxyz", ".cif"):
+        raise SystemExit(f"{out}: output must end in .extxyz or .cif, or name a folder (no suffix)")
+    if not out.resolve().parent.is_dir():  # fail before minutes of sampling, not after
+        raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
+    if suffix == "" and out.exists() and not args.overwrite:
+        raise SystemExit(f"{out}: exists; choose a new folder or pass --overwrite")
+    gen = CrystalGenerator.from_pretrained(args.checkpoint)
+    options = {k: v for k in ("steps", "solver", "guidance") if (v := getattr(args, k)) is not None}
+    start = time.perf_counter()
+    result = gen.sample_set(args.n, seed=args.seed, spacegroup=args.spacegroup, **options)
+    if not result.structures:
+        raise SystemExit(f"none of the {args.n} sampled crystals has a possible cell "
+                         f"(first: {result.failures[0]['reason']}); nothing written")
+    writer = {".extxyz": write_extxyz, ".cif": write_cif}.get(suffix)
+    if writer:
+        writer(out, result.structures)
+    else:
+        write_cif_dir(out, result.structures, overwrite=args.overwrite)
+    skipped = f"; {len(result.failures)} with impossible cells not written" if result.failures else ""
+    print(f"wrote {len(result.structures)} crystals to {out} in {time.perf_counter() - start:.1f} s{skipped}",
+          file=sys.stderr)
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("crystals", help="turn a stage-2 ADiT Lightning checkpoint into a pretrained folder",
+                       description="Same as `dit3d export molecules`: the folder's kind (adit-molecules, "
+                                   "adit-crystals or adit-joint) follows the systems the model was trained on.")
+    from dit3d.cli.molecules import add_export_arguments
+
+    add_export_arguments(p)
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:

@@ -112,7 +112,12 @@ def _depictable(rec):
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("molecules", help="turn a stage-2 Lightning checkpoint into a pretrained folder")
+    add_export_arguments(sub.add_parser("molecules", help="turn a stage-2 ADiT Lightning checkpoint into a "
+                                                          "pretrained folder (molecule, crystal or joint model)"))
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``dit3d export molecules|crystals`` (one exporter for every ADiT model)."""
     p.add_argument("checkpoint", help="ADiTLatentModule .ckpt from `dit3d fit`")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
     p.add_argument("--steps", type=positive_int, default=100)
@@ -123,12 +128,16 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from dit3d.api import MoleculeGenerator
+    from dit3d.api import CrystalGenerator, MoleculeGenerator
+    from dit3d.api_adit import trained_kinds
     from dit3d.models.adit_latent import load_latent_checkpoint
 
     module = load_latent_checkpoint(args.checkpoint)
-    gen = MoleculeGenerator.from_lightning(module, {"steps": args.steps, "solver": args.solver,
-                                                    "guidance": args.guidance})
+    kinds = trained_kinds(module.atom_count_hist)
+    if not kinds:
+        raise SystemExit(f"{args.checkpoint}: its atom-count histograms are empty; was training started?")
+    cls = MoleculeGenerator if kinds[0] == 0 else CrystalGenerator  # either saves every trained kind
+    gen = cls.from_lightning(module, {"steps": args.steps, "solver": args.solver, "guidance": args.guidance})
     notes = parse_notes(args.note)
     gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}})
     print(f"wrote {args.output}", file=sys.stderr)

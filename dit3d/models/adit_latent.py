@@ -8,7 +8,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from dit3d.data.qm9 import graph_values
-from dit3d.models.adit_sampling import sample_latents
+from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_latents
 from dit3d.models.ema import ema_copy, update_ema_
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.models.resume import RNGStateMixin
@@ -16,10 +16,6 @@ from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import augment
-
-#: international space-group numbers run 1..230
-NUM_SPACEGROUPS = 230
-
 
 def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     """Frozen autoencoder from a pretrained folder or a stage-1 Lightning ``.ckpt``
@@ -165,17 +161,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             ValueError: a space group without ``spacegroup_conditioning``, for a molecule,
                 or outside 1..230.
         """
-        if kind not in (MOLECULE, CRYSTAL):
-            raise ValueError(f"kind must be {MOLECULE} (molecule) or {CRYSTAL} (crystal), got {kind!r}")
-        if spacegroup is None:
-            return kind
-        if not self.hparams.spacegroup_conditioning:
-            raise ValueError("this model was trained without space groups; build it with "
-                             "spacegroup_conditioning=True to sample a given space group")
-        if kind != CRYSTAL or not 1 <= spacegroup <= NUM_SPACEGROUPS:
-            raise ValueError(f"a space group (1..{NUM_SPACEGROUPS}) applies to crystals only, got kind={kind}, "
-                             f"spacegroup={spacegroup}")
-        return 1 + int(spacegroup)
+        return adit_label(kind, spacegroup, self.hparams.spacegroup_conditioning)
 
     def labels(self, atoms: Atoms, generator: torch.Generator | None = None, drop_spacegroup: bool = False) -> Tensor:
         """DiT classes of a batch, ``(B,)``: ``dataset_idx``, or with space-group conditioning

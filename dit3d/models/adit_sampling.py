@@ -7,7 +7,37 @@ from torch import Tensor
 
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching, classifier_free_guidance
-from dit3d.tokenizers.atoms import MASK_TOKEN, AtomAutoencoder
+from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MOLECULE, AtomAutoencoder
+
+#: international space-group numbers run 1..230
+NUM_SPACEGROUPS = 230
+
+
+def adit_label(kind: int = MOLECULE, spacegroup: int | None = None, spacegroup_conditioning: bool = False) -> int:
+    """The latent DiT's class for a system kind, and a space group when the DiT was trained
+    with space-group conditioning: 0 molecule, 1 crystal of any space group, ``1 + s``
+    crystal of space group ``s`` (1..230).
+
+    Raises:
+        ValueError: an unknown kind; a space group for a model trained without them, for a
+            molecule, or outside 1..230.
+
+    Example:
+        >>> adit_label(1), adit_label(1, 225, spacegroup_conditioning=True)
+        (1, 226)
+    """
+    if kind not in (MOLECULE, CRYSTAL):
+        raise ValueError(f"kind must be {MOLECULE} (molecule) or {CRYSTAL} (crystal), got {kind!r}")
+    if spacegroup is None:
+        return kind
+    if not spacegroup_conditioning:
+        raise ValueError("this model was trained without space groups; train it with "
+                         "spacegroup_conditioning=True to sample a given space group")
+    if kind != CRYSTAL or isinstance(spacegroup, bool) or not isinstance(spacegroup, int) \
+            or not 1 <= spacegroup <= NUM_SPACEGROUPS:
+        raise ValueError(f"a space group (an int in 1..{NUM_SPACEGROUPS}) applies to crystals only, got kind={kind}, "
+                         f"spacegroup={spacegroup!r}")
+    return 1 + spacegroup
 
 
 @torch.no_grad()
@@ -67,7 +97,6 @@ def decode_crystals(autoencoder: AtomAutoencoder, z: Tensor, mask: Tensor) -> di
         z: ``(B, N, L)``; mask: ``(B, N)`` -> ``atom_types`` ``(B, N)``, ``frac_coords``,
         ``pos`` ``(B, N, 3)``, ``lengths``, ``angles`` ``(B, 3)``, ``cell`` ``(B, 3, 3)``
     """
-    from dit3d.tokenizers.atoms import CRYSTAL
     from dit3d.tokenizers.augment import wrap_frac
 
     kinds = torch.full((z.shape[0],), CRYSTAL, dtype=torch.long, device=z.device)

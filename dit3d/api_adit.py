@@ -1,0 +1,166 @@
+"""What ADiT's molecule and crystal generators share: one latent DiT + flow matching + the
+autoencoder, stored in one pretrained folder.
+
+A folder's ``kind`` says which systems its model was trained on: ``adit-molecules``,
+``adit-crystals`` or ``adit-joint`` (both, from one autoencoder and one DiT). A joint folder
+loads as a :class:`~dit3d.api.MoleculeGenerator` and as a :class:`~dit3d.api.CrystalGenerator`.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from dit3d.models.adit_sampling import adit_label, sample_latents
+from dit3d.nn import DiT
+from dit3d.objectives import FlowMatching
+from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
+from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencoder
+
+__all__ = ["ADiTGenerator", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
+
+SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size")
+
+#: pretrained-folder kind by the set of system kinds the model was trained on
+FOLDER_KINDS = {(MOLECULE,): "adit-molecules", (CRYSTAL,): "adit-crystals", (MOLECULE, CRYSTAL): "adit-joint"}
+
+
+def trained_kinds(atom_count_hist: Tensor) -> tuple[int, ...]:
+    """System kinds with a non-empty atom-count histogram row (``(2, M + 1)``)."""
+    return tuple(k for k in (MOLECULE, CRYSTAL) if float(atom_count_hist[k].sum()) > 0)
+
+
+class ADiTGenerator:
+    """Base of the ADiT generators: loading, saving, and the batched latent sampling loop.
+
+    Subclasses set :attr:`SYSTEM` (the kind they sample, 0 molecule or 1 crystal) and turn
+    latents into their domain's objects.
+
+    Args:
+        autoencoder: the frozen stage-1 model (its decoder is used).
+        dit: the latent DiT (EMA weights of a trained :class:`~dit3d.models.ADiTLatentModule`).
+        flow: the flow-matching objective with its sampler.
+        latent_mean, latent_std: ``(L,)`` statistics that de-standardise the DiT's latents.
+        atom_count_hist: ``(2, M + 1)`` counts of training systems with ``n`` atoms, per
+            kind (a ``(M + 1,)`` histogram is read as molecules only, the layout of older folders).
+        sampling: defaults for :data:`SAMPLING_OPTIONS`.
+        flow_config: the :class:`~dit3d.objectives.FlowMatching` arguments (saved with the weights).
+    """
+
+    SYSTEM: ClassVar[int]
+
+    def __init__(self, autoencoder: AtomAutoencoder, dit: DiT, flow: FlowMatching, latent_mean: Tensor,
+                 latent_std: Tensor, atom_count_hist: Tensor, sampling: dict[str, Any] | None = None,
+                 flow_config: dict[str, Any] | None = None) -> None:
+        hist = atom_count_hist.detach().cpu().float()
+        if hist.dim() == 1:  # folders written before crystals: molecules only
+            hist = torch.stack([hist, torch.zeros_like(hist)])
+        if hist.dim() != 2 or hist.shape[0] != 2:
+            raise ValueError(f"atom_count_hist must have shape (2, M + 1) (molecules, crystals), got {tuple(hist.shape)}")
+        if float(hist[self.SYSTEM].sum()) <= 0:
+            other = "CrystalGenerator" if self.SYSTEM == MOLECULE else "MoleculeGenerator"
+            raise PretrainedError(f"this model was never trained on {KIND_NAMES[self.SYSTEM]}s (its atom-count "
+                                  f"histogram for them is empty); load it with dit3d.{other}")
+        self.autoencoder, self.dit, self.flow = autoencoder, dit, flow
+        self.latent_mean, self.latent_std = latent_mean, latent_std
+        self.atom_count_hist = hist
+        self.sampling = {"steps": 100, "solver": "euler", "guidance": 1.0, "batch_size": 256, **(sampling or {})}
+        self.flow_config = flow_config or {}
+
+    @property
+    def spacegroup_conditioning(self) -> bool:
+        """Whether the DiT was trained with one class per crystal space group."""
+        return self.dit.y_embed.num_classes > 2
+
+    def to(self, device: str | torch.device) -> ADiTGenerator:
+        """Move the networks and latent statistics to ``device``, e.g. ``"cuda"``."""
+        self.autoencoder.to(device)
+        self.dit.to(device)
+        self.latent_mean, self.latent_std = self.latent_mean.to(device), self.latent_std.to(device)
+        return self
+
+    # --------------------------------------------------------------- loading
+    @classmethod
+    def from_lightning(cls, module, sampling: dict[str, Any] | None = None) -> ADiTGenerator:
+        """From a trained :class:`~dit3d.models.ADiTLatentModule` (its EMA network)."""
+        hp = module.hparams
+        flow_config = dict(prediction=hp.prediction, self_condition_prob=hp.self_condition_prob)
+        return cls(module.autoencoder, module.sampling_dit, module.flow, module.latent_mean.clone(),
+                   module.latent_std.clone(), module.atom_count_hist.clone(), sampling, flow_config)
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | os.PathLike) -> ADiTGenerator:
+        """Load a folder written by :meth:`save_pretrained`, or a shipped name.
+
+        Raises:
+            PretrainedError: missing or unreadable files, a folder of another kind (e.g. a
+                crystal-only model loaded as molecules), or weights that do not fit the config.
+        """
+        directory = resolve_pretrained(path_or_name)
+        accepted = tuple(kind for kinds, kind in FOLDER_KINDS.items() if cls.SYSTEM in kinds)
+        config, weights = load_pretrained(directory, accepted)
+        part = lambda prefix: {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
+        ae = AtomAutoencoder(**config["autoencoder"])
+        load_state_strict(ae, part("autoencoder."), str(directory))
+        dit = DiT(**config["dit"])
+        load_state_strict(dit, part("dit."), str(directory))
+        return cls(ae.eval(), dit.eval(), FlowMatching(**config["flow"]), weights["latent_mean"],
+                   weights["latent_std"], weights["atom_count_hist"], config.get("sampling"), config["flow"])
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Weights (safetensors) and config (JSON) together; ``extra`` is stored in the config.
+        The folder's kind names every system the model was trained on, so a joint model
+        saved from either generator loads as both."""
+        state = {f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()}
+        state |= {f"dit.{k}": v for k, v in self.dit.state_dict().items()}
+        state |= {"latent_mean": self.latent_mean, "latent_std": self.latent_std,
+                  "atom_count_hist": self.atom_count_hist}
+        config = {"autoencoder": self.autoencoder.config, "dit": self.dit.config, "flow": self.flow_config,
+                  "sampling": self.sampling}
+        clash = set(extra or {}) & (set(config) | {"kind"})
+        if clash:
+            raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
+        kind = FOLDER_KINDS[trained_kinds(self.atom_count_hist)]
+        return save_pretrained(directory, kind, config | (extra or {}), state)
+
+    # -------------------------------------------------------------- sampling
+    def _options(self, n: int, options: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        unknown = set(options) - set(SAMPLING_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
+        opts = {**self.sampling, **options}
+        for key in ("steps", "batch_size"):
+            if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
+                raise ValueError(f"{key} must be a positive int, got {opts[key]!r}")
+        return opts
+
+    def _latent_batches(self, n: int, seed: int | None, options: dict[str, Any],
+                        spacegroup: int | None = None) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
+        """Draw ``n`` atom counts from this kind's histogram and yield mini-batches of
+        ``(sample indices, counts (b,), latents (b, N, L), mask (b, N))``; counts are
+        sorted first so each batch pads little. One ``torch.Generator`` seeded by ``seed``
+        drives every draw, so a seed fixes the samples (``None``: a fresh seed). Bad
+        arguments raise here, before any sampling."""
+        opts = self._options(n, options)
+        label = adit_label(self.SYSTEM, spacegroup, self.spacegroup_conditioning)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        return self._iter_batches(n, seed, opts, label)
+
+    @torch.no_grad()
+    def _iter_batches(self, n: int, seed: int | None, opts: dict[str, Any],
+                      label: int) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
+        g = torch.Generator().manual_seed(seed if seed is not None else torch.Generator().seed())
+        counts = torch.multinomial(self.atom_count_hist[self.SYSTEM], n, replacement=True, generator=g)  # (n,)
+        order = torch.argsort(counts, stable=True)  # similar sizes share a batch: little padding
+        self.autoencoder.eval()
+        for chunk in order.split(opts["batch_size"]):
+            z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
+                                     opts["steps"], opts["solver"], opts["guidance"], g)
+            yield chunk.tolist(), counts[chunk], z, mask
