@@ -141,6 +141,30 @@ def test_image_dit_resumes_exactly_mid_epoch(tmp_path):
     assert model.ema_model is not None
 
 
+def test_joint_latent_dit_resumes_exactly_mid_epoch(qm9_root, tmp_path):
+    from test_adit_crystals import structures, write_csv
+
+    from dit3d.data import JointDataModule
+    from dit3d.models import ADiTLatentModule
+    from dit3d.tokenizers import AtomAutoencoder
+
+    torch.manual_seed(0)
+    ae = AtomAutoencoder(hidden_size=32, depth=1, num_heads=4, latent_dim=4)
+    ae.save_pretrained(tmp_path / "ae")
+    train = write_csv(tmp_path / "train.csv", structures())
+    crystals = {"train_files": [str(train)], "root": str(tmp_path / "cache"), "progress": False}
+    # 8 crystals, 2 per batch, with 6 of 24 molecules: 4 batches an epoch; cut at 3, resume to 6 (epoch 1).
+    # Space-group conditioning draws label dropouts too; latent statistics come from the first run's
+    # on_fit_start and travel in the checkpoint.
+    assert_resumes_exactly(
+        lambda: ADiTLatentModule(str(tmp_path / "ae"), preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4,
+                                 lr=2e-3, warmup_steps=3, stats_batches=2, max_atoms=32, ema_decay=0.9,
+                                 spacegroup_conditioning=True),
+        lambda: JointDataModule(qm9={"train_subset": 24, "val_subset": 8}, crystals=crystals, batch_size=8,
+                                crystal_fraction=0.25, seed=3),
+        tmp_path)
+
+
 # ----------------------------------------------------------------------------- SIGKILL
 
 KILL_SCRIPT = """

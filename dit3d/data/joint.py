@@ -21,7 +21,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from dit3d.data.crystals import shared_fields
-from dit3d.data.datamodule import _STAGE_SPLITS
+from dit3d.data.datamodule import _STAGE_SPLITS, ResumableGraphLoader
 from dit3d.data.qm9 import graph_values
 
 __all__ = ["JointDataModule", "JointDataset", "MixedBatchSampler"]
@@ -118,17 +118,20 @@ class MixedBatchSampler(Sampler[list[int]]):
         self.sizes, self.per_batch, self.seed = [int(s) for s in sizes], [int(n) for n in per_batch], seed
         self.offsets = [0] + list(torch.tensor(self.sizes).cumsum(0).tolist())
         self.num_batches = num_batches or max(s // n for s, n in zip(self.sizes, self.per_batch) if n > 0)
-        self.epoch = 0
+        self.epoch, self._explicit = 0, False
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Draw epoch ``epoch`` next (Lightning calls this before every epoch); without
+        calls, each pass advances the epoch by one."""
+        self.epoch, self._explicit = int(epoch), True
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[list[int]]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1  # Lightning calls set_epoch when it can; advance anyway
+        if not self._explicit:
+            self.epoch += 1
         orders: list[list[int]] = [[] for _ in self.sizes]
         for _ in range(self.num_batches):
             batch: list[int] = []
@@ -283,10 +286,11 @@ class JointDataModule(LightningDataModule):
         sizes = [e - s for s, e in ds.ranges]
         sampler = MixedBatchSampler(sizes, [self.per_batch[k] for k in self.train_kinds], self.batches_per_epoch,
                                     seed=self.seed)
-        if self.trainer is not None:  # Lightning only calls set_epoch on samplers it knows
+        if self.trainer is not None:
             sampler.set_epoch(self.trainer.current_epoch)
-        return DataLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+        # resumable: a run resumed mid-epoch skips the batches its checkpoint had served
+        return ResumableGraphLoader(ds, batch_sampler=sampler, num_workers=self.num_workers,
+                                    pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> list[DataLoader]:
         kinds = self.val_kinds
