@@ -59,6 +59,8 @@ def run_sample(args: argparse.Namespace) -> None:
         raise SystemExit(f"{out}: output must end in .npy or .ply")
     if not out.resolve().parent.is_dir():  # fail before minutes of sampling, not after
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
+    if out.is_dir():
+        raise SystemExit(f"{out}: is a folder; give a file name ending in .npy or .ply")
     gen = ShapeGenerator.from_pretrained(args.checkpoint).to(args.device)
     options = {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size")
                if (v := getattr(args, k)) is not None}
@@ -134,6 +136,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device of the distance computations")
     p.add_argument("--progress", action="store_true", help="progress bars over the distance matrices")
     p.add_argument("--renders", type=positive_int, default=4, help="samples (and references) drawn in the PNG")
+    p.add_argument("--max-memory", help="refuse to start if the evaluation would need more resident memory than "
+                                        "this, e.g. 4G (estimate: dit3d.metrics.evaluation_memory_bytes)")
     p.add_argument("--out", help="also write the JSON here, with a PNG of sample and reference renders beside it "
                                  "(same name, ending _renders.png)")
     p.set_defaults(run=run_evaluate)
@@ -147,7 +151,11 @@ def run_evaluate(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else None
     if out is not None and not out.resolve().parent.is_dir():  # fail before minutes of EMD, not after
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
+    if out is not None and out.is_dir():
+        raise SystemExit(f"{out}: is a folder; give a file name for the JSON")
     samples, references = read_pointclouds(args.samples), read_pointclouds(args.reference)
+    if args.max_memory:
+        _check_memory(args, samples, references)
     result = evaluate_pointclouds(samples, references, emd=None if args.emd == "none" else args.emd,
                                   normalization=args.normalization, seed=args.seed, batch_size=args.batch_size,
                                   progress=args.progress, emd_convention=args.emd_convention, device=args.device)
@@ -166,6 +174,20 @@ def run_evaluate(args: argparse.Namespace) -> None:
     png = out.with_name(out.stem + "_renders.png")
     if write_renders(png, shown, titles, per_row=n) is None:
         print(f"matplotlib is not installed: skipped the renders ({png})", file=sys.stderr)
+
+
+def _check_memory(args: argparse.Namespace, samples, references) -> None:
+    from dit3d.memory import MemoryLimitError, refuse_if_over
+    from dit3d.metrics.pointcloud_pairwise import evaluation_memory_bytes
+
+    emd = None if args.emd == "none" else args.emd
+    m, k = (len(samples), len(references)) if args.batch_size is None else (args.batch_size, args.batch_size)
+    estimate = evaluation_memory_bytes(m, k, samples.shape[1], emd, args.emd_convention)
+    try:
+        refuse_if_over(estimate, args.max_memory, f"the protocol on {len(samples)} x {len(references)} clouds",
+                       "evaluate fewer clouds, use --batch-size, --emd none, or raise --max-memory")
+    except MemoryLimitError as e:
+        raise SystemExit(f"dit3d evaluate pointclouds: error: {e}") from None
 
 
 def add_convert(sub: argparse._SubParsersAction) -> None:

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dit3d.metrics.pointcloud_distances import _as_clouds, _cd_batch, _centred_pair, _check_choice
+from dit3d.metrics.pointcloud_distances import _TILE_FLOATS, _as_clouds, _cd_batch, _centred_pair, _check_choice
 from dit3d.metrics.pointcloud_emd import EMD_CONVENTIONS, EMD_METHODS, _approxmatch_cost, _exact_cost
 
-__all__ = ["PairwiseEMD", "pairwise_cd", "pairwise_emd"]
+__all__ = ["PairwiseEMD", "evaluation_memory_bytes", "pairwise_cd", "pairwise_emd"]
 
 
 class PairwiseEMD(NamedTuple):
@@ -133,8 +133,10 @@ def pairwise_emd(A: Any, B: Any | None = None, method: str = "approx", conventio
 
     Peak extra memory: ``"approx"`` holds ``2 * chunk * N^2`` float32 (squared distances
     and weights; ``4 * chunk * N^2`` under ``"pointflow"``, which adds the distances and a
-    product buffer): 32 MiB per pair at N = 2048 (64 MiB). ``"exact"`` goes pair by pair
-    with ``3 * N^2`` float64. One pair per chunk was fastest on this CPU (by ~30% over
+    product buffer), and the product with the transposed weights can take a third copy:
+    measured peaks reached ``3.2 * N^2`` float32 for one pair (tests/test_memory.py), so
+    budget 48 MiB per pair at N = 2048 (80 MiB under ``"pointflow"``). ``"exact"`` goes
+    pair by pair with ``3 * N^2`` float64. One pair per chunk was fastest on this CPU (by ~30% over
     chunks of 2 and 4).
 
     Args:
@@ -176,3 +178,30 @@ def pairwise_emd(A: Any, B: Any | None = None, method: str = "approx", conventio
     m = _pairwise(a, b, method == "exact", chunk, progress, f"EMD ({method})", batch, torch.device(device))
     return PairwiseEMD(m, method, convention)
 
+
+def evaluation_memory_bytes(m: int, k: int, n_points: int, emd: str | None = "approx", convention: str = "pvd",
+                            chunk: int = 1) -> int:
+    """Upper estimate of the extra memory (bytes) of the full protocol on ``m`` samples and
+    ``k`` references of ``n_points`` each, as :func:`~dit3d.metrics.evaluate_pointclouds`
+    computes it: the clouds and a normalised copy (float32), the three ``(M+K)``-square
+    blocks of each distance kind (float64 values and int64 pair indices), and the larger
+    of the Chamfer working set (a 2 MiB tile and the chunk's clouds) and the EMD one
+    (approx: ``3 * chunk * N^2`` float32, ``5 *`` under ``"pointflow"``: the arrays of
+    :func:`pairwise_emd` and a transposed copy; exact: ``3 * N^2`` float64), plus 10%
+    and 1 MiB for small temporaries (checked against measured peaks in tests/test_memory.py).
+
+    Example:
+        >>> round(evaluation_memory_bytes(662, 662, 2048) / 2**20)  # the full chair protocol, MiB
+        210
+    """
+    clouds = 2 * (m + k) * n_points * 3 * 4
+    kinds = 1 if emd is None else 2
+    blocks = kinds * (m + k) ** 2 * (8 + 2 * 8)
+    cd = 4 * _TILE_FLOATS + 4 * n_points * 3 * 8 * 2
+    if emd is None:
+        work = cd
+    elif emd == "exact":
+        work = max(cd, 3 * n_points**2 * 8)
+    else:
+        work = max(cd, (5 if convention == "pointflow" else 3) * chunk * n_points**2 * 4 + 16 * chunk * n_points * 4)
+    return int(1.1 * (clouds + blocks + work)) + 2**20  # small temporaries and allocator slack
