@@ -56,15 +56,16 @@ def reference_attention(attn: Attention, x: Tensor, allowed: Tensor) -> Tensor:
 
 def assert_window_equals_masked_full(attn: Attention, x: Tensor, grid: Sequence[int],
                                      mask: Tensor | None = None, atol: float = 1e-4) -> None:
-    """Window attention equals full attention under the block-diagonal window mask.
+    """Window attention (or attention along grid axes) equals full attention under the
+    block-diagonal window mask.
 
     The reference builds the dense mask per sample, so it also proves that no token
     attends across samples.
     """
-    if attn.window_size is None:
-        raise ValueError("this check needs an Attention built with window_size")
+    if attn.window_size is None and attn.axes is None:
+        raise ValueError("this check needs an Attention built with window_size or axes")
     B, T, _ = x.shape
-    allowed = window_attention_mask(grid, attn.window_size)[None].expand(B, T, T)  # (B, T, T)
+    allowed = window_attention_mask(grid, attn.window_for(grid))[None].expand(B, T, T)  # (B, T, T)
     if mask is not None:
         allowed = allowed & mask[:, None, :]
     with torch.no_grad():
@@ -77,8 +78,9 @@ def assert_window_equals_masked_full(attn: Attention, x: Tensor, grid: Sequence[
 def assert_permutation_equivariant(trunk: DiTTrunk, x: Tensor, c: Tensor, mask: Tensor | None = None,
                                    seed: int = 0, atol: float = 1e-4) -> None:
     """Permuting the tokens permutes the outputs (no positional embedding inside the trunk)."""
-    if trunk.window_blocks:
-        raise ValueError("window attention depends on token order; check a trunk without window_blocks")
+    if trunk.window_blocks or trunk.factorised_blocks:
+        raise ValueError("window and factorised attention depend on token order; check a trunk without "
+                         "window_blocks and factorised_blocks")
     perm = torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         y = trunk(x, c, mask)

@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "adit-crystals": "dit3d.bench.adit_crystals:run",
     "dit3d": "dit3d.bench.dit3d:run",
     "image": "dit3d.bench.image:run",
+    "video": "dit3d.bench.video:run",
 }
 
 

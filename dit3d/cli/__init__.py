@@ -41,16 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"LightningCLI {name} (see `dit3d {name} --help`)", add_help=False)
     sub.add_parser("presets", help="list the trunk presets")
-    from dit3d.cli import crystals, images, molecules, pointclouds
+    from dit3d.cli import crystals, images, molecules, pointclouds, video
 
     for verb, adders, text in (("sample", [molecules.add_sample, crystals.add_sample, pointclouds.add_sample,
-                                           images.add_sample],
+                                           images.add_sample, video.add_sample],
                                 "generate samples from a checkpoint"),
                                ("evaluate", [molecules.add_evaluate, pointclouds.add_evaluate, crystals.add_evaluate,
-                                             images.add_evaluate],
+                                             images.add_evaluate, video.add_evaluate],
                                 "score generated samples"),
                                ("export", [molecules.add_export, crystals.add_export, pointclouds.add_export,
-                                            images.add_export],
+                                            images.add_export, video.add_export],
                                 "Lightning checkpoint -> pretrained folder"),
                                ("convert", [pointclouds.add_convert], "convert source data to a training layout")):
         domains = sub.add_parser(verb, help=text).add_subparsers(dest="domain", metavar="DOMAIN", required=True)

@@ -1,5 +1,5 @@
 """Datasets and data modules: QM9 molecules, crystals (CDVAE CSVs), ShapeNet PC15k point clouds, shape converters,
-scikit-learn's handwritten digits as images.
+scikit-learn's handwritten digits as images and as moving-digit clips.
 
 Names are imported on first use (PyG and Lightning take seconds to load), so that
 ``dit3d.data.shapes`` or ``dit3d.data.pointcloud_io`` can be used without them.
@@ -25,6 +25,7 @@ _EXPORTS = {
     "MixedBatchSampler": "dit3d.data.joint",
     "DigitsDataModule": "dit3d.data.digits", "DigitsDataset": "dit3d.data.digits",
     "digit_images": "dit3d.data.digits", "digits_split": "dit3d.data.digits",
+    "MovingDigits": "dit3d.data.moving_digits", "MovingDigitsDataModule": "dit3d.data.moving_digits",
 }
 
 __all__ = sorted(_EXPORTS)

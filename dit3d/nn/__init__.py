@@ -3,7 +3,7 @@
 Imports torch only; knows nothing of molecules, voxels or pixels.
 """
 from dit3d.nn.attention import Attention, key_padding_to_attn_mask
-from dit3d.nn.blocks import DiTBlock, FinalLayer, Mlp, modulate
+from dit3d.nn.blocks import DiTBlock, FactorisedDiTBlock, FinalLayer, Mlp, modulate
 from dit3d.nn.dit import DiT
 from dit3d.nn.conditioning import LabelEmbedder, TimestepEmbedder, timestep_embedding
 from dit3d.nn.init import initialize_weights
@@ -11,11 +11,11 @@ from dit3d.nn.norms import make_norm
 from dit3d.nn.pos_embed import sincos_1d, sincos_2d, sincos_3d, sincos_grid
 from dit3d.nn.presets import PRESETS, build_trunk, preset_config
 from dit3d.nn.trunk import DiTTrunk
-from dit3d.nn.window import window_attention_mask, window_ids, window_partition, window_reverse
+from dit3d.nn.window import axes_window, window_attention_mask, window_ids, window_partition, window_reverse
 
 __all__ = [
-    "Attention", "DiT", "DiTBlock", "DiTTrunk", "FinalLayer", "LabelEmbedder", "Mlp", "PRESETS",
-    "TimestepEmbedder", "build_trunk", "initialize_weights", "key_padding_to_attn_mask",
+    "Attention", "DiT", "DiTBlock", "DiTTrunk", "FactorisedDiTBlock", "FinalLayer", "LabelEmbedder", "Mlp", "PRESETS",
+    "TimestepEmbedder", "axes_window", "build_trunk", "initialize_weights", "key_padding_to_attn_mask",
     "make_norm", "modulate", "preset_config", "sincos_1d", "sincos_2d", "sincos_3d",
     "sincos_grid", "timestep_embedding", "window_attention_mask", "window_ids",
     "window_partition", "window_reverse",

@@ -75,6 +75,72 @@ class DiTBlock(nn.Module):
         return x + gate_mlp * h  # (B, T, D)
 
 
+class FactorisedDiTBlock(nn.Module):
+    r"""adaLN-Zero block whose attention is factorised over groups of token-grid axes.
+
+    With axis groups :math:`A_1, \dots, A_K` (default ``((1, 2), (0,))``) each group gets
+    its own attention sub-layer, applied in turn with its own modulation and residual,
+    before the MLP:
+
+    .. math::
+        (\beta_k, \gamma_k, \alpha_k)_{k=1..K},\ (\beta_m, \gamma_m, \alpha_m) = W\,\mathrm{SiLU}(c) + b
+
+        x \leftarrow x + \alpha_k \odot \mathrm{Attn}_{A_k}(\mathrm{Norm}(x)(1 + \gamma_k) + \beta_k),
+        \quad k = 1, \dots, K
+
+        x \leftarrow x + \alpha_m \odot \mathrm{MLP}(\mathrm{Norm}(x)(1 + \gamma_m) + \beta_m)
+
+    where :math:`\mathrm{Attn}_{A}` lets a token attend only to the tokens that share its
+    coordinates on every axis outside :math:`A` (:class:`~dit3d.nn.attention.Attention`
+    with ``axes=A``). On an ``(F, H, W)`` grid the default is divided space-time attention
+    (TimeSformer, Bertasius et al. 2021; VDT, Lu et al. 2023): attention within each
+    slice of axis 0, then along axis 0 at each ``(h, w)``. One group of all axes is joint
+    attention and equals :class:`DiTBlock` with ``K = 1``. Attention over a token costs
+    :math:`\sum_k \prod_{a \in A_k} g_a` keys instead of :math:`\prod_a g_a`.
+
+    ``W`` and ``b`` start at zero (adaLN-Zero): a fresh block is the identity.
+
+    Args:
+        dim: token width ``D``.
+        num_heads: attention heads of every sub-layer.
+        mlp_ratio: MLP hidden width over ``D``.
+        qk_norm: per-head query/key normalisation.
+        norm: ``"layernorm"`` or ``"rmsnorm"`` (no affine parameters).
+        axes: the axis groups :math:`A_k`, in order of application; indices into the grid
+            given to ``forward``.
+
+    Shapes:
+        x: ``(B, T, D)``; c: ``(B, D)``; mask: ``(B, T)`` bool; grid: ``n`` ints with
+        ``prod(grid) == T`` and ``n`` above every axis index -> ``(B, T, D)``
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False,
+                 norm: str = "layernorm", axes: Sequence[Sequence[int]] = ((1, 2), (0,))) -> None:
+        super().__init__()
+        self.axes = tuple(tuple(int(a) for a in group) for group in axes)
+        if not self.axes or any(not group for group in self.axes):
+            raise ValueError(f"axes must be one or more non-empty groups of grid axes, e.g. ((1, 2), (0,)), "
+                             f"got {axes!r}")
+        self.norm1 = make_norm(norm, dim)
+        self.attns = nn.ModuleList(Attention(dim, num_heads, qk_norm=qk_norm, norm=norm, axes=group)
+                                   for group in self.axes)
+        self.norm2 = make_norm(norm, dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * (len(self.axes) + 1) * dim))
+
+    def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None,
+                grid: Sequence[int] | None = None) -> Tensor:
+        if grid is None:
+            raise ValueError(f"factorised attention over axes {self.axes} needs the token grid: "
+                             "pass grid=(g1, ..., gn) with prod == T")
+        mod = self.adaLN_modulation(c)[:, None].chunk(3 * (len(self.axes) + 1), dim=-1)  # 3(K+1) x (B, 1, D)
+        for k, attn in enumerate(self.attns):
+            shift, scale, gate = mod[3 * k: 3 * k + 3]
+            x = x + gate * attn(modulate(self.norm1(x), shift, scale), mask, grid)  # (B, T, D)
+        shift, scale, gate = mod[-3:]
+        return x + gate * self.mlp(modulate(self.norm2(x), shift, scale))  # (B, T, D)
+
+
 class FinalLayer(nn.Module):
     r"""Adaptive norm then a linear map to the output width; zero-initialised.
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dit3d.nn.blocks import DiTBlock, FinalLayer
+from dit3d.nn.blocks import DiTBlock, FactorisedDiTBlock, FinalLayer
 from dit3d.nn.conditioning import LabelEmbedder, TimestepEmbedder
 
 
@@ -15,7 +15,7 @@ def initialize_weights(model: nn.Module) -> None:
     1. every ``nn.Linear``: Xavier-uniform weight, zero bias (transformer practice);
     2. ``TimestepEmbedder`` MLP weights: normal, std 0.02;
     3. ``LabelEmbedder`` table (null class included): normal, std 0.02;
-    4. adaLN modulation of every ``DiTBlock`` and of the ``FinalLayer``: zero weight and
+    4. adaLN modulation of every ``DiTBlock`` (factorised or not) and of the ``FinalLayer``: zero weight and
        bias, so all gates start at zero and every block is the identity (adaLN-Zero);
     5. ``FinalLayer.linear``: zero weight and bias, so a fresh model outputs zeros.
 
@@ -33,7 +33,7 @@ def initialize_weights(model: nn.Module) -> None:
             nn.init.normal_(m.mlp[2].weight, std=0.02)
         elif isinstance(m, LabelEmbedder):
             nn.init.normal_(m.embedding_table.weight, std=0.02)
-        elif isinstance(m, (DiTBlock, FinalLayer)):
+        elif isinstance(m, (DiTBlock, FactorisedDiTBlock, FinalLayer)):
             nn.init.zeros_(m.adaLN_modulation[-1].weight)
             nn.init.zeros_(m.adaLN_modulation[-1].bias)
             if isinstance(m, FinalLayer):

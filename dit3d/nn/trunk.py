@@ -7,7 +7,7 @@ from math import prod
 import torch
 from torch import Tensor, nn
 
-from dit3d.nn.blocks import DiTBlock, FinalLayer
+from dit3d.nn.blocks import DiTBlock, FactorisedDiTBlock, FinalLayer
 from dit3d.nn.init import initialize_weights
 
 
@@ -34,12 +34,18 @@ class DiTTrunk(nn.Module):
         window_size: window per grid axis for the blocks in ``window_blocks``.
         window_blocks: indices of blocks that use window attention; the others attend
             globally. DiT-3D uses ``(0, 3, 6, 9)`` with ``window_size=(4, 4, 4)``.
+        factorised_blocks: indices of blocks whose attention is factorised over groups of
+            grid axes (:class:`~dit3d.nn.blocks.FactorisedDiTBlock`); the others attend
+            jointly over all tokens (or in windows). ``()`` (default): none.
+        factorised_axes: the axis groups of those blocks, applied in turn; the default
+            ``((1, 2), (0,))`` on an ``(F, H, W)`` grid attends within each slice of axis 0,
+            then along axis 0 (VDT's spatial-then-temporal attention on frames).
         check_inputs: validate shapes and reject NaN/inf inputs in ``forward``.
 
     Shapes:
         x: ``(B, T, D)``; c: ``(B, D)``; mask: ``(B, T)`` bool, True = real token;
-        grid: ``n`` ints with ``prod(grid) == T`` when any block uses windows
-        -> ``(B, T, out_dim)``
+        grid: ``n`` ints with ``prod(grid) == T`` when any block uses windows or
+        factorised attention -> ``(B, T, out_dim)``
 
     Example:
         >>> trunk = DiTTrunk(depth=2, hidden_size=48, num_heads=4)
@@ -50,18 +56,28 @@ class DiTTrunk(nn.Module):
     def __init__(self, depth: int, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0,
                  out_dim: int | None = None, qk_norm: bool = False, norm: str = "layernorm",
                  window_size: Sequence[int] | None = None, window_blocks: Sequence[int] = (),
+                 factorised_blocks: Sequence[int] = (), factorised_axes: Sequence[Sequence[int]] = ((1, 2), (0,)),
                  check_inputs: bool = True) -> None:
         super().__init__()
-        bad = [i for i in window_blocks if not 0 <= i < depth]
-        if bad:
-            raise ValueError(f"window_blocks {list(window_blocks)} name blocks outside 0..{depth - 1}: {bad}")
+        for name, ids in (("window_blocks", window_blocks), ("factorised_blocks", factorised_blocks)):
+            bad = [i for i in ids if not 0 <= i < depth]
+            if bad:
+                raise ValueError(f"{name} {list(ids)} name blocks outside 0..{depth - 1}: {bad}")
         if window_blocks and window_size is None:
             raise ValueError("window_blocks is set but window_size is None; give a window per grid axis, e.g. (4, 4, 4)")
+        both = sorted(set(window_blocks) & set(factorised_blocks))
+        if both:
+            raise ValueError(f"blocks {both} are in both window_blocks and factorised_blocks; give each block one "
+                             "attention layout")
         self.hidden_size = hidden_size
         self.out_dim = out_dim or hidden_size
         self.window_blocks = tuple(sorted(set(window_blocks)))
+        self.factorised_blocks = tuple(sorted(set(factorised_blocks)))
+        self.factorised_axes = tuple(tuple(int(a) for a in group) for group in factorised_axes)
         self.check_inputs = check_inputs
         self.blocks = nn.ModuleList(
+            FactorisedDiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, norm, axes=self.factorised_axes)
+            if i in self.factorised_blocks else
             DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, norm,
                      window_size=window_size if i in self.window_blocks else None)
             for i in range(depth)
@@ -83,6 +99,13 @@ class DiTTrunk(nn.Module):
         if self.window_blocks:
             if grid is None or prod(grid) != T:
                 raise ValueError(f"window attention needs grid with prod(grid) == T = {T}, got grid={grid}")
+        if self.factorised_blocks:
+            if grid is None or prod(grid) != T:
+                raise ValueError(f"factorised attention needs grid with prod(grid) == T = {T}, got grid={grid}")
+            top = max(a for group in self.factorised_axes for a in group)
+            if top >= len(grid):
+                raise ValueError(f"factorised_axes {self.factorised_axes} name grid axis {top}, but the grid "
+                                 f"{tuple(grid)} has {len(grid)} axes; pass the full token grid, e.g. (F, H, W)")
         for name, t in (("tokens", x), ("condition", c)):
             if not torch.isfinite(t).all():
                 raise ValueError(f"{name} contain NaN or inf; check the inputs and the noise schedule upstream")

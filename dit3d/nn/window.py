@@ -77,6 +77,27 @@ def window_ids(grid_size: Sequence[int], window_size: Sequence[int]) -> Tensor:
     return ids.reshape(-1)
 
 
+def axes_window(grid_size: Sequence[int], axes: Sequence[int]) -> tuple[int, ...]:
+    """The window of attention *along* grid ``axes``: the whole extent of every axis in
+    ``axes`` and 1 on the others, so each window holds the tokens that share their
+    coordinates on all other axes (axial attention, Ho et al. 2019).
+
+    For an ``(F, H, W)`` grid, ``axes=(1, 2)`` gives the window ``(1, H, W)`` (one slice
+    of axis 0 at a time) and ``axes=(0,)`` the window ``(F, 1, 1)`` (one line along axis 0).
+
+    Example:
+        >>> axes_window((8, 4, 4), (1, 2)), axes_window((8, 4, 4), (0,))
+        ((1, 4, 4), (8, 1, 1))
+    """
+    n = len(grid_size)
+    axes = tuple(axes)
+    bad = [a for a in axes if not 0 <= a < n]
+    if not axes or bad or len(set(axes)) != len(axes):
+        raise ValueError(f"attention axes {axes} must be distinct indices of the {n}-D token grid "
+                         f"{tuple(grid_size)} (0..{n - 1}); pass a grid with as many axes as the layout names")
+    return tuple(g if i in axes else 1 for i, g in enumerate(grid_size))
+
+
 def window_attention_mask(grid_size: Sequence[int], window_size: Sequence[int]) -> Tensor:
     """Dense ``(T, T)`` boolean mask: token ``i`` may attend to ``j`` iff same window.
 

@@ -11,6 +11,8 @@ with zeros, zero in samples, and forwarded to the network as ``mask=``.
 - :class:`FlowMatching`: linear-interpolant flow matching with Euler/Heun sampling and
   optional self-conditioning (float ``t`` in :math:`[0, 1]`).
 - :func:`classifier_free_guidance`: wraps a model for guided sampling with either.
+- :func:`known_training_loss` / :func:`known_sample_loop`: DDPM conditioned on known
+  entries given clean (VDT's mask modelling: one network, any mask at sampling time).
 
 Example:
     >>> import torch
@@ -27,6 +29,7 @@ Example:
 from .ddpm import GaussianDiffusion, PMeanVariance
 from .flow_matching import FlowMatching
 from .guidance import classifier_free_guidance
+from .known import known_sample_loop, known_training_loss, replace_known
 from .masking import apply_mask, broadcast_mask, masked_mean, validate_mask
 from .schedules import BETA_SCHEDULES, cosine_beta_schedule, get_beta_schedule, linear_beta_schedule
 
@@ -35,6 +38,9 @@ __all__ = [
     "PMeanVariance",
     "FlowMatching",
     "classifier_free_guidance",
+    "known_sample_loop",
+    "known_training_loss",
+    "replace_known",
     "linear_beta_schedule",
     "cosine_beta_schedule",
     "get_beta_schedule",

@@ -1,0 +1,129 @@
+"""Video DiT with VDT's mask modelling: a :class:`~dit3d.models.video_dit.VideoDiT` trained as a DDPM
+noise predictor on a mixture of tasks."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from dit3d.models.ddpm_module import DDPMModule
+from dit3d.models.ema import ema_copy
+from dit3d.models.video_dit import VideoDiT
+from dit3d.models.video_dit_sampling import sample_videos
+from dit3d.models.video_masks import DEFAULT_TASK_WEIGHTS, VIDEO_TASKS, sample_task_masks, task_probabilities
+from dit3d.objectives import GaussianDiffusion, known_training_loss
+
+
+def video_batch(batch: Mapping[str, Tensor]) -> Tensor:
+    """Clips ``(B, C, F, H, W)`` float from a batch dict (as made by
+    :class:`dit3d.data.MovingDigitsDataModule`)."""
+    if not isinstance(batch, Mapping) or "video" not in batch:
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(f"VideoDiTModule expects batches {{'video': (B, C, F, H, W), ...}}, got {got}")
+    video = batch["video"]
+    if video.dim() != 5:
+        raise ValueError(f"batch['video'] must be (B, C, F, H, W), got {tuple(video.shape)}")
+    return video.float()
+
+
+class VideoDiTModule(DDPMModule):
+    r"""DDPM on clips with VDT's unified spatial-temporal mask modelling (Lu et al. 2023).
+
+    Each training clip draws a task from ``task_weights`` and a mask of given tokens
+    :math:`m` for it (:func:`~dit3d.models.video_masks.sample_task_masks`: unconditional,
+    future or past prediction, interpolation, spatio-temporal completion); with
+    :math:`\tilde x_t = m \odot x_0 + (1 - m) \odot x_t` the loss is
+
+    .. math::
+        L = \frac{\sum (1 - m) \odot (\epsilon - \hat\epsilon_\theta(\tilde x_t, t, m))^2}{\sum (1 - m)}
+
+    (:func:`~dit3d.objectives.known_training_loss`): the given tokens enter clean, the
+    network is told which they are, and only generated tokens are scored. Sampling
+    (DDIM by default, EMA weights) takes any mask, so the one network serves every task.
+    Validation logs ``val/loss`` and ``val/loss_ema`` on the same masks, ``t`` and noise.
+
+    Clips are expected in ``[-1, 1]`` (what :mod:`dit3d.data.moving_digits` yields),
+    which ``clip_denoised=1.0`` of :meth:`sample` assumes.
+
+    Args:
+        trunk: trunk preset (``"DiT-Mini"``...); ``depth``, ``hidden_size``, ``num_heads``
+            override it (width divisible by 6).
+        patch_size, time_patch: tubelet of ``time_patch`` frames x ``patch_size`` pixels.
+        num_frames, image_size, in_channels: the clips ``(C, F, H, W)``.
+        attention: ``"factorised"`` (VDT: space, then time), ``"joint"``, or one per block.
+        task_weights: task -> training weight (default
+            :data:`~dit3d.models.video_masks.DEFAULT_TASK_WEIGHTS`).
+        num_timesteps, schedule, beta_start, beta_end: the DDPM beta schedule.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        ema_decay: decay of the weight average that sampling uses; 0 disables it.
+
+    Example:
+        >>> m = VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, num_timesteps=10)
+        >>> m.sample(2, steps=2, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 1, 4, 16, 16])
+    """
+
+    def __init__(self, trunk: str = "DiT-Mini", patch_size: int | Sequence[int] = 4, time_patch: int = 1,
+                 num_frames: int = 8, image_size: int | Sequence[int] = 32, in_channels: int = 1,
+                 attention: str | Sequence[str] = "factorised", depth: int | None = None,
+                 hidden_size: int | None = None, num_heads: int | None = None,
+                 task_weights: dict[str, float] | None = None, num_timesteps: int = 1000, schedule: str = "linear",
+                 beta_start: float = 1e-4, beta_end: float = 0.02, lr: float = 1e-4, weight_decay: float = 0.0,
+                 warmup_steps: int = 0, ema_decay: float = 0.9999) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.task_weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
+        task_probabilities(self.task_weights)  # fail early on bad weights
+        self.model = VideoDiT(trunk, patch_size, time_patch, num_frames, image_size, in_channels, attention,
+                              depth=depth, hidden_size=hidden_size, num_heads=num_heads)
+        grid = self.model.tokenizer.grid_size
+        for task, need in (("predict", 2), ("backward", 2), ("interpolate", 3)):
+            if self.task_weights.get(task, 0) > 0 and grid[0] < need:
+                raise ValueError(f"task {task!r} needs at least {need} time slots, the clips have {grid[0]} "
+                                 f"(num_frames / time_patch); set its weight to 0 or use more frames")
+        self.ema_model = ema_copy(self.model, ema_decay)
+        self.diffusion = GaussianDiffusion(num_timesteps, schedule, "eps", beta_start, beta_end)
+
+    @property
+    def diffusion_config(self) -> dict:
+        """:class:`~dit3d.objectives.GaussianDiffusion` arguments of this module (JSON-ready)."""
+        hp = self.hparams
+        return dict(num_timesteps=int(hp.num_timesteps), schedule=str(hp.schedule), prediction="eps",
+                    beta_start=float(hp.beta_start), beta_end=float(hp.beta_end))
+
+    def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, None]:
+        return video_batch(batch), None
+
+    def masked_loss(self, net: torch.nn.Module, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The mask-modelling loss of ``net`` on ``video`` with a task mask per clip drawn
+        from ``generator`` (``None``: torch's global RNG), as are ``t`` and the noise."""
+        given, _ = sample_task_masks(video.shape[0], self.model.tokenizer.grid_size, self.task_weights, generator)
+        given = given.to(video.device)  # (B, T)
+        known = self.model.tokenizer.tokens_to_video(given)  # (B, 1, F, H, W)
+        return known_training_loss(self.diffusion, net, video, known, generator, given=given)
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        video, _ = self.unpack(batch)
+        loss = self.masked_loss(self.model, video)
+        self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        video, _ = self.unpack(batch)
+        for name, net in (("val/loss", self.model), ("val/loss_ema", self.ema_model)):
+            if net is not None:
+                g = torch.Generator().manual_seed(1000 + batch_idx)  # same masks, t and noise for both
+                self.log(name, self.masked_loss(net, video, g), prog_bar=True, batch_size=video.shape[0])
+
+    def sample(self, num_samples: int, context: Tensor | None = None, given: Tensor | None = None,
+               sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
+               clip_denoised: float | None = 1.0, generator: torch.Generator | None = None,
+               progress: bool = False) -> Tensor:
+        """``(num_samples, C, F, H, W)`` clips, equal to ``context`` on the ``given`` tokens
+        (:func:`~dit3d.models.video_dit_sampling.sample_videos` with the EMA network)."""
+        return sample_videos(self.sampling_model, self.diffusion, num_samples, context, given, sampler, steps, eta,
+                             clip_denoised, generator, progress)
+
+
+__all__ = ["VIDEO_TASKS", "VideoDiTModule", "video_batch"]

@@ -1,0 +1,105 @@
+"""``dit3d sample|evaluate|export video`` on a tiny untrained video DiT."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dit3d.api_video import VideoGenerator
+from dit3d.cli import main
+from dit3d.models import VideoDiTModule
+
+pytest.importorskip("sklearn.datasets")
+
+DATA_HP = {"_class_path": "dit3d.data.MovingDigitsDataModule", "batch_size": 4, "num_frames": 4, "image_size": 16,
+           "digit_size": 8, "num_digits": 1, "speed": [1.0, 3.0], "num_train": 10, "num_test": 10,
+           "test_fraction": 0.2, "seed": 0, "num_workers": 0, "drop_last": False}
+
+
+@pytest.fixture(scope="module")
+def module():
+    torch.manual_seed(0)
+    return VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, hidden_size=24, num_heads=4,
+                          num_timesteps=10).eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(module, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    hp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in module.hparams.items()}
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp, "epoch": 2, "global_step": 17,
+                "datamodule_hyper_parameters": DATA_HP}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    main(["export", "video", str(ckpt), "-o", str(out), "--steps", "2", "--note", "wall_time=30:00"])
+    return out
+
+
+def test_export_stores_the_data_settings_and_provenance(model_dir, module):
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["kind"] == "dit-video" and config["sampling"]["steps"] == 2
+    assert config["data"] == {"num_frames": 4, "image_size": 16, "digit_size": 8, "num_digits": 1,
+                              "speed": [1.0, 3.0], "test_fraction": 0.2, "seed": 0}
+    prov = config["provenance"]
+    assert (prov["epoch"], prov["global_step"], prov["wall_time"]) == (2, 17, "30:00")
+    gen = VideoGenerator.from_pretrained(model_dir)
+    assert torch.equal(gen.sample(2, seed=0), VideoGenerator.from_lightning(module).sample(2, seed=0, steps=2))
+
+
+def test_sample_predict_to_npy_with_truth_and_known(model_dir, tmp_path, capsys):
+    out = tmp_path / "p.npy"
+    main(["sample", "video", "--checkpoint", str(model_dir), "--task", "predict", "--context", "2", "-n", "3",
+          "-o", str(out), "--seed", "1"])
+    clips, known = np.load(out), np.load(tmp_path / "p_known.npy")
+    truth = np.load(tmp_path / "p_truth.npy")
+    record = json.loads((tmp_path / "p_sampling.json").read_text())
+    assert clips.shape == truth.shape == (3, 1, 4, 16, 16) and known.shape == (3, 1, 4, 16, 16)
+    assert known[:, 0, :2].all() and not known[:, 0, 2:].any()
+    k = np.broadcast_to(known, clips.shape)
+    assert np.array_equal(clips[k], truth[k])
+    assert (record["task"], record["context"], record["seed"], record["steps"]) == ("predict", 2, 1, 2)
+    assert "wrote 3 clips (predict)" in capsys.readouterr().err
+
+
+def test_sample_png_strip_and_gif(model_dir, tmp_path):
+    from PIL import Image
+
+    main(["sample", "video", "--checkpoint", str(model_dir), "--task", "interpolate", "-n", "2",
+          "-o", str(tmp_path / "i.png"), "--scale", "1"])
+    with Image.open(tmp_path / "i.png") as im:
+        assert im.size == (4 * 18 + 2, 4 * 18 + 2)  # 4 frames; truth + sample rows for 2 clips
+    main(["sample", "video", "--checkpoint", str(model_dir), "--task", "unconditional", "-n", "4",
+          "-o", str(tmp_path / "u.gif")])
+    with Image.open(tmp_path / "u.gif") as im:
+        assert im.n_frames == 4
+    with pytest.raises(SystemExit, match="--context applies to conditioned tasks"):
+        main(["sample", "video", "--checkpoint", str(model_dir), "--task", "unconditional", "--context", "1",
+              "-o", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="must end in"):
+        main(["sample", "video", "--checkpoint", str(model_dir), "-o", str(tmp_path / "x.jpg")])
+
+
+def test_evaluate_prints_per_task_mse_psnr_and_writes_strips(model_dir, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    main(["evaluate", "video", "--checkpoint", str(model_dir), "-n", "3", "--tasks", "predict", "interpolate",
+          "--out", str(out)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["tasks"]) == {"predict", "interpolate"}
+    pred = result["tasks"]["predict"]
+    assert pred["mse"] > 0 and pred["psnr"] > 0 and pred["clips"] == 3
+    assert pred["given_frames"] == [1, 1, 0, 0] and result["tasks"]["interpolate"]["given_frames"] == [1, 0, 0, 1]
+    assert pred["baseline_copy_nearest_given_frame"]["mse"] > 0
+    assert json.loads(out.read_text()) == result
+    assert (tmp_path / "res_predict.png").is_file() and (tmp_path / "res_interpolate.png").is_file()
+
+
+def test_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):
+    import dit3d.cli.video as video
+
+    monkeypatch.setattr(video, "DEFAULT_CHECKPOINT", str(tmp_path / "none"))
+    with pytest.raises(SystemExit, match="dit3d export video"):
+        main(["sample", "video", "-o", str(tmp_path / "x.png")])

@@ -1,0 +1,194 @@
+"""Video DiT (VDT mask modelling): shapes, layouts per block, the given-token flag, masked conditioning
+leaving the given frames exactly unchanged, training, the CPU config, two Lightning steps."""
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dit3d.models import VideoDiT, VideoDiTModule, sample_videos, task_mask
+from dit3d.nn import DiTBlock, FactorisedDiTBlock, sincos_3d
+from dit3d.objectives import GaussianDiffusion
+from dit3d.testing import randomize_
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(**kw) -> VideoDiT:
+    args = dict(trunk="DiT-Mini", patch_size=4, num_frames=4, image_size=8, depth=2, hidden_size=24, num_heads=4)
+    return VideoDiT(**{**args, **kw})
+
+
+def clips(B: int = 2, F: int = 4, S: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.rand(B, 1, F, S, S, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_shapes_positions_and_zero_output_at_init():
+    net = tiny()
+    assert net.tokenizer.grid_size == (4, 2, 2) and net.video_shape == (1, 4, 8, 8)
+    assert torch.equal(net.dit.pos_embed, sincos_3d((4, 2, 2), 24))
+    assert net.dit.in_dim == 16 + 1 and net.dit.out_dim == 16  # pixels + the given flag in, pixels out
+    out = net(clips(), torch.tensor([0, 999]))
+    assert out.shape == (2, 1, 4, 8, 8) and out.abs().max() == 0
+    big = tiny(num_frames=8, time_patch=2, image_size=16, in_channels=3)
+    assert big(torch.randn(1, 3, 8, 16, 16), torch.tensor([5])).shape == (1, 3, 8, 16, 16)
+    with pytest.raises(ValueError, match="divisible by 6"):
+        tiny(hidden_size=32)
+    with pytest.raises(ValueError, match="does not take num_classes"):
+        tiny(num_classes=10)
+
+
+def test_attention_layout_per_block():
+    assert all(isinstance(b, FactorisedDiTBlock) for b in tiny().dit.trunk.blocks)
+    assert all(type(b) is DiTBlock for b in tiny(attention="joint").dit.trunk.blocks)
+    mixed = tiny(attention=["joint", "factorised"]).dit.trunk.blocks
+    assert type(mixed[0]) is DiTBlock and isinstance(mixed[1], FactorisedDiTBlock)
+    assert mixed[1].axes == ((1, 2), (0,))
+    with pytest.raises(ValueError, match="one per block"):
+        tiny(attention=["joint"])
+    with pytest.raises(ValueError, match="one per block"):
+        tiny(attention="axial")
+
+
+def test_the_given_flag_reaches_the_network_as_a_learned_embedding():
+    net = randomize_(tiny(), std=0.1).eval()
+    x, t = clips(), torch.tensor([10, 500])
+    none = torch.zeros(2, 16, dtype=torch.bool)
+    some = none.clone()
+    some[:, :4] = True  # the first frame is given
+    with torch.no_grad():
+        assert torch.equal(net(x, t), net(x, t, none))
+        assert not torch.allclose(net(x, t, some), net(x, t, none))
+    with pytest.raises(ValueError, match="one flag per token"):
+        net(x, t, torch.zeros(2, 15, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("attention", ["factorised", "joint"])
+@pytest.mark.parametrize("task", ["predict", "backward", "interpolate", "complete"])
+def test_masked_conditioning_leaves_the_given_frames_exactly_unchanged(task, attention):
+    net = randomize_(tiny(attention=attention), std=0.1)
+    diffusion = GaussianDiffusion(20)
+    context = clips(3)
+    given = task_mask(task, net.tokenizer.grid_size, None if task == "complete" else 1)
+    out = sample_videos(net, diffusion, 3, context, given, steps=4, eta=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    known = net.tokenizer.tokens_to_video(given.expand(3, -1)).expand_as(out)
+    assert known.any() and (~known).any()
+    assert torch.equal(out[known], context[known])  # bit for bit
+    assert not torch.equal(out[~known], context[~known]) and out.abs().max() <= 1.0
+    ddpm = sample_videos(net, diffusion, 3, context, given, sampler="ddpm", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ddpm[known], context[known])
+
+
+def test_samples_depend_on_the_given_frames_only_through_what_is_given():
+    net = randomize_(tiny(), std=0.1)
+    diffusion = GaussianDiffusion(20)
+    given = task_mask("predict", net.tokenizer.grid_size, 2)
+    known = net.tokenizer.tokens_to_video(given[None])[0]  # (1, F, H, W)
+    a, b = clips(1, seed=1), clips(1, seed=2)
+    b = torch.where(known, a, b)  # same given frames, different hidden ones
+    draw = lambda ctx: sample_videos(net, diffusion, 1, ctx, given, steps=3,  # noqa: E731
+                                     generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draw(a), draw(b))
+    c = a.clone()
+    c[:, :, 0] = -c[:, :, 0]  # change a given frame: the generated ones change
+    assert not torch.equal(draw(c)[:, :, 2:], draw(a)[:, :, 2:])
+    uncond = sample_videos(net, diffusion, 2, steps=2, generator=torch.Generator().manual_seed(0))
+    assert uncond.shape == (2, 1, 4, 8, 8)
+    with pytest.raises(ValueError, match="need the context clips"):
+        sample_videos(net, diffusion, 1, None, given, steps=2)
+    with pytest.raises(ValueError, match="bool token mask"):
+        sample_videos(net, diffusion, 1, a, given[:5], steps=2)
+
+
+def module(trainer: bool = False, **kw) -> VideoDiTModule:
+    args = dict(patch_size=4, num_frames=4, image_size=8, depth=2, hidden_size=24, num_heads=4, lr=3e-3,
+                ema_decay=0.9, num_timesteps=100)
+    m = VideoDiTModule(**{**args, **kw})
+    if not trainer:
+        m.log = lambda *a, **k: None  # no trainer attached
+    return m
+
+
+def moving_square_batch(B: int = 8) -> dict:
+    """A bright 4x4 square stepping one patch to the right per frame... wrapping round the 8x8 canvas."""
+    video = -torch.ones(B, 1, 4, 8, 8)
+    for i in range(B):
+        r = 4 * (i % 2)
+        for f in range(4):
+            c = 4 * ((f + i // 2) % 2)
+            video[i, 0, f, r:r + 4, c:c + 4] = 1.0
+    return {"video": video}
+
+
+def test_training_reduces_the_masked_loss_and_updates_the_ema():
+    torch.manual_seed(0)
+    m = module()
+    batch = moving_square_batch()
+    opt = m.configure_optimizers()["optimizer"]
+
+    def fixed_loss(net) -> float:
+        with torch.no_grad():
+            return m.masked_loss(net, batch["video"], torch.Generator().manual_seed(0)).item()
+
+    before = fixed_loss(m.model)
+    ema_before = [p.clone() for p in m.ema_model.parameters()]
+    for step in range(40):
+        opt.zero_grad()
+        m.training_step(batch, step).backward()
+        opt.step()
+        m.update_ema(step)
+    assert fixed_loss(m.model) < 0.7 * before
+    assert any(not torch.equal(a, b) for a, b in zip(ema_before, m.ema_model.parameters()))
+    assert m.sampling_model is m.ema_model
+
+
+def test_module_checks_tasks_batches_and_rebuilds_from_hparams():
+    with pytest.raises(ValueError, match="needs at least 3 time slots"):
+        module(num_frames=4, time_patch=2)
+    only_predict = module(num_frames=4, time_patch=2, task_weights={"predict": 1.0})
+    assert only_predict.model.tokenizer.grid_size == (2, 2, 2)
+    with pytest.raises(ValueError, match="'video'"):
+        module().training_step({"image": torch.zeros(2, 1, 8, 8)}, 0)
+    m = randomize_(module(), std=0.05)
+    again = VideoDiTModule(**dict(m.hparams))
+    again.load_state_dict(m.state_dict())
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    given = task_mask("predict", (4, 2, 2))
+    ctx = clips(2)
+    assert torch.equal(again.sample(2, ctx, given, steps=3, generator=g()), m.sample(2, ctx, given, steps=3,
+                                                                                      generator=g()))
+    assert m.diffusion_config == {"num_timesteps": 100, "schedule": "linear", "prediction": "eps",
+                                  "beta_start": 1e-4, "beta_end": 0.02}
+
+
+def test_cpu_config_builds_the_module_and_data():
+    cfg = yaml.safe_load((ROOT / "configs/video/moving_digits_cpu.yaml").read_text())
+    assert cfg["model"]["class_path"] == "dit3d.models.VideoDiTModule"
+    assert cfg["data"]["class_path"] == "dit3d.data.MovingDigitsDataModule"
+    m = VideoDiTModule(**cfg["model"]["init_args"])
+    assert m.model.video_shape == (1, 8, 32, 32) and m.model.tokenizer.num_tokens == 128
+    assert 0.5 < sum(p.numel() for p in m.model.parameters()) / 1e6 < 2.0
+    pytest.importorskip("sklearn")
+    from dit3d.data import MovingDigitsDataModule
+
+    dm = MovingDigitsDataModule(**cfg["data"]["init_args"])
+    assert dm.video_shape == m.model.video_shape
+
+
+def test_two_lightning_steps_on_moving_digits(tmp_path):
+    pytest.importorskip("sklearn")
+    from lightning.pytorch import Trainer
+
+    from dit3d.data import MovingDigitsDataModule
+
+    m = module(trainer=True, num_frames=4, image_size=16, patch_size=8)
+    trainer = Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path)
+    ema_before = [p.clone() for p in m.ema_model.parameters()]
+    dm = MovingDigitsDataModule(batch_size=4, num_frames=4, image_size=16, digit_size=8, num_train=8, num_test=4)
+    trainer.fit(m, dm)
+    assert trainer.global_step == 2
+    assert any(not torch.equal(a, b) for a, b in zip(ema_before, m.ema_model.parameters()))
+    assert "val/loss" in trainer.callback_metrics and "val/loss_ema" in trainer.callback_metrics
