@@ -18,7 +18,8 @@ from torch import Tensor
 from dit3d.models.adit_sampling import adit_label, sample_latents
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
-from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
+from dit3d.pretrained import (WEIGHTS_NAME, PretrainedError, load_pretrained, load_state_strict, resolve_pretrained,
+                              save_pretrained)
 from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencoder
 
 __all__ = ["ADiTGenerator", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
@@ -103,13 +104,21 @@ class ADiTGenerator:
         directory = resolve_pretrained(path_or_name)
         accepted = tuple(kind for kinds, kind in FOLDER_KINDS.items() if cls.SYSTEM in kinds)
         config, weights = load_pretrained(directory, accepted)
+        missing = {"autoencoder", "dit", "flow"} - set(config)
+        if missing:
+            raise PretrainedError(f"{directory}: config.json lacks {sorted(missing)}; re-export the model")
+        try:
+            ae, dit, flow = AtomAutoencoder(**config["autoencoder"]), DiT(**config["dit"]), FlowMatching(**config["flow"])
+        except (TypeError, ValueError) as e:
+            raise PretrainedError(f"{directory}: bad config ({e}); re-export the model") from None
         part = lambda prefix: {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
-        ae = AtomAutoencoder(**config["autoencoder"])
         load_state_strict(ae, part("autoencoder."), str(directory))
-        dit = DiT(**config["dit"])
         load_state_strict(dit, part("dit."), str(directory))
-        return cls(ae.eval(), dit.eval(), FlowMatching(**config["flow"]), weights["latent_mean"],
-                   weights["latent_std"], weights["atom_count_hist"], config.get("sampling"), config["flow"])
+        lacking = [k for k in ("latent_mean", "latent_std", "atom_count_hist") if k not in weights]
+        if lacking:
+            raise PretrainedError(f"{directory}: {WEIGHTS_NAME} lacks {lacking}; re-export the model")
+        return cls(ae.eval(), dit.eval(), flow, weights["latent_mean"], weights["latent_std"],
+                   weights["atom_count_hist"], config.get("sampling"), config["flow"])
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Weights (safetensors) and config (JSON) together; ``extra`` is stored in the config.

@@ -155,7 +155,12 @@ class DDPMGenerator:
 
     @classmethod
     def from_pretrained(cls: type[_G], path_or_name: str | os.PathLike) -> _G:
-        """Load a folder written by :meth:`save_pretrained`, or a shipped name."""
+        """Load a folder written by :meth:`save_pretrained`, or a shipped name.
+
+        Raises:
+            PretrainedError: missing or unreadable files, a folder of another kind, a config
+                that lacks fields or holds bad ones, or weights that do not fit the config.
+        """
         directory = resolve_pretrained(path_or_name)
         config, weights = load_pretrained(directory, cls.KIND)
         missing = {cls.NET_KEY, "diffusion", *cls.CONFIG_KEYS, "sampling"} - set(config)
@@ -166,7 +171,10 @@ class DDPMGenerator:
         except (TypeError, ValueError) as e:
             raise PretrainedError(f"{directory}: bad {cls.NET_NAME} config ({e})") from None
         load_state_strict(net, {k[4:]: v for k, v in weights.items() if k.startswith("net.")}, str(directory))
-        return cls._from_config(net.eval(), config)
+        try:
+            return cls._from_config(net.eval(), config)
+        except (TypeError, ValueError, KeyError) as e:
+            raise PretrainedError(f"{directory}: bad config ({type(e).__name__}: {e}); re-export the model") from None
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Network weights (safetensors, under ``net.``) and config (JSON: network arguments,

@@ -23,6 +23,16 @@ def _temp_name(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.{tag}")
 
 
+def _check_parent(path: Path) -> None:
+    """The parent of ``path`` must be an existing folder (a file there is named as such)."""
+    if path.parent.is_dir():
+        return
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
+    raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
@@ -30,6 +40,13 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     The temporary file lives in the same directory, so :func:`os.replace` is an atomic
     rename: readers see the old file or the complete new one, never a partial write. If
     the body raises, the temporary file is deleted and ``path`` is left untouched.
+
+    Raises:
+        FileNotFoundError: the parent folder does not exist.
+        NotADirectoryError: a file stands where a parent folder should be.
+        IsADirectoryError: ``path`` is a folder.
+        PermissionError (or another OSError): the folder is not writable; the message
+            names ``path``, not the temporary file.
 
     Example:
         >>> import tempfile
@@ -40,14 +57,17 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         'done'
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
+    _check_parent(path)
     if path.is_dir():
         raise IsADirectoryError(f"cannot write {path}: it is a directory")
     tmp = _temp_name(path, "tmp")
     # Create through os.open with 0o666 so the final file gets the usual umask
     # permissions (mkstemp would leave it 0o600).
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {path}: {e.strerror} in {path.parent}; choose a writable folder"
+                      ) from None
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -79,6 +99,12 @@ def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool
         overwrite: replace an existing folder at ``path``.
         make_parents: create missing parent folders (removed again on failure).
 
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        NotADirectoryError: ``path`` or one of its parents is a file.
+        FileNotFoundError: a parent is missing and ``make_parents`` is False.
+        PermissionError (or another OSError): a folder on the way is not writable.
+
     Example:
         >>> import tempfile
         >>> target = Path(tempfile.mkdtemp()) / "tree"
@@ -99,11 +125,26 @@ def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool
             raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
         created.append(parent)
         parent = parent.parent
-    for p in reversed(created):
-        p.mkdir()
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
+    for k, p in enumerate(reversed(created)):
+        try:
+            p.mkdir()
+        except OSError as e:
+            for q in created[len(created) - k:]:  # those made so far, innermost first
+                with contextlib.suppress(OSError):
+                    q.rmdir()
+            raise type(e)(e.errno, f"cannot create {p} for {path}: {e.strerror}") from None
     tmp = _temp_name(path, "tmpdir")
     try:
         tmp.mkdir()
+    except OSError as e:
+        for q in created:
+            with contextlib.suppress(OSError):
+                q.rmdir()
+        raise type(e)(e.errno, f"cannot write {path}: {e.strerror} in {path.parent}; choose a writable folder"
+                      ) from None
+    try:
         yield tmp
         if path.exists():
             old = _temp_name(path, "old")

@@ -74,9 +74,10 @@ def save_pretrained(directory: str | os.PathLike, kind: str, config: dict[str, A
 
 def _is_pretrained(directory: Path) -> bool:
     try:
-        return directory.is_dir() and "kind" in json.loads((directory / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return False
+    return directory.is_dir() and isinstance(config, dict) and "kind" in config
 
 
 def load_pretrained(directory: str | os.PathLike, kind: str | tuple[str, ...] | None = None
@@ -90,9 +91,12 @@ def load_pretrained(directory: str | os.PathLike, kind: str | tuple[str, ...] | 
         if not (directory / name).is_file():
             raise PretrainedError(f"{directory}: missing {name}; was the save interrupted?")
     try:
-        config = json.loads((directory / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise PretrainedError(f"{directory / CONFIG_NAME}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise PretrainedError(f"{directory / CONFIG_NAME}: expected a JSON object with a 'kind', got "
+                              f"{type(config).__name__}")
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds is not None and config.get("kind") not in kinds:
         expected = repr(kinds[0]) if len(kinds) == 1 else "one of " + ", ".join(map(repr, kinds))

@@ -94,6 +94,8 @@ def _check_lattice(lengths: np.ndarray, angles: np.ndarray) -> str | None:
         return f"non-positive lattice length(s) {lengths.tolist()} Angstrom"
     if ((angles <= 0) | (angles >= 180)).any():
         return f"lattice angle(s) {angles.tolist()} outside (0, 180) degrees"
+    if not np.isfinite(np.prod(lengths)):
+        return f"lattice lengths {lengths.tolist()} Angstrom are too large: the cell volume overflows"
     c = np.cos(np.radians(angles))
     factor = 1 - (c ** 2).sum() + 2 * c.prod()  # (V / abc)^2
     if not factor > MIN_VOLUME_FRACTION ** 2:
@@ -168,6 +170,13 @@ def structure_to_arrays(structure: Structure) -> CrystalRecord:
                          np.asarray(lat.abc, np.float64), np.asarray(lat.angles, np.float64))
 
 
+def _float_array(value: object, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numbers, got {type(value).__name__} ({e})") from None
+
+
 def structure_from_arrays(atomic_numbers: Sequence[int] | np.ndarray, frac_coords: Sequence | np.ndarray,
                           lengths: Sequence[float] | np.ndarray, angles: Sequence[float] | np.ndarray) -> Structure:
     """Build a pymatgen ``Structure`` from shared-representation arrays (CPU tensors work too).
@@ -187,13 +196,13 @@ def structure_from_arrays(atomic_numbers: Sequence[int] | np.ndarray, frac_coord
     z = to_atomic_numbers(np.asarray(atomic_numbers).reshape(-1).tolist())
     if z.size == 0:
         raise ValueError("the structure has zero atoms; a crystal needs at least one")
-    frac = np.asarray(frac_coords, dtype=np.float64)
+    frac, lengths, angles = (_float_array(v, name) for v, name in ((frac_coords, "frac_coords"),
+                                                                    (lengths, "lengths"), (angles, "angles")))
     if frac.shape != (len(z), 3):
         raise ValueError(f"frac_coords must have shape (N, 3) = ({len(z)}, 3) like the atoms, got {frac.shape}")
     if not np.isfinite(frac).all():
         raise ValueError("frac_coords contain NaN or inf; drop or regenerate this crystal")
-    lengths = np.asarray(lengths, dtype=np.float64).reshape(-1)
-    angles = np.asarray(angles, dtype=np.float64).reshape(-1)
+    lengths, angles = lengths.reshape(-1), angles.reshape(-1)
     if lengths.shape != (3,) or angles.shape != (3,):
         raise ValueError(f"lengths and angles must have 3 values each, got shapes {lengths.shape} and {angles.shape}")
     problem = _check_lattice(lengths, angles)
@@ -288,6 +297,41 @@ def _diagnose_block(block) -> str | None:
     return None
 
 
+def _formula_problem(block, structure: Structure) -> str | None:
+    """How the atom sites disagree with the block's ``_chemical_formula_sum``, or None.
+
+    The formula is taken as the cell content (pymatgen's and ASE's writers) or, times
+    ``_cell_formula_units_Z``, as one formula unit (IUCr convention); without ``Z``, equal
+    reduced formulas also pass. A missing or unparsable formula is not checked. This is
+    what catches an atom loop cut at a row boundary, which is otherwise a valid CIF.
+    """
+    from pymatgen.core import Composition
+
+    declared = block.data.get("_chemical_formula_sum")
+    if not isinstance(declared, str) or not declared.strip("'\" ?."):
+        return None
+    try:
+        formula = Composition(declared.strip("'\" ")).element_composition
+    except Exception:  # noqa: BLE001 - an unparsable optional field is not checked
+        return None
+    if formula.num_atoms <= 0:
+        return None
+    sites = structure.composition.element_composition
+    candidates = [formula]
+    try:
+        z = int(_cif_number(block.data.get("_cell_formula_units_Z", "")))
+    except (TypeError, ValueError, OverflowError):
+        z = None
+    if z is not None and z > 0:
+        candidates.append(formula * z)
+    if any(sites.almost_equals(c, rtol=0.0, atol=1e-3) for c in candidates):
+        return None
+    if z is None and sites.reduced_formula == formula.reduced_formula:
+        return None
+    return (f"the atom sites give {sites.formula} but _chemical_formula_sum is {declared.strip()}"
+            + (f" (Z = {z})" if z is not None else ""))
+
+
 def parse_cif(text: str, path: PathLike = "<string>") -> list[Structure]:
     """Structures of every data block of a CIF text, in file order, as written (no reduction).
 
@@ -301,7 +345,8 @@ def parse_cif(text: str, path: PathLike = "<string>") -> list[Structure]:
     Raises:
         CrystalFileError: empty text, no data block with a unit cell, a block with a
             missing/non-numeric/non-positive cell parameter, angles outside (0, 180), zero
-            atoms, non-numeric or NaN coordinates, unknown elements, disordered sites.
+            atoms, non-numeric or NaN coordinates, unknown elements, disordered sites, atom
+            sites that disagree with ``_chemical_formula_sum`` (a truncated atom loop).
     """
     from pymatgen.io.cif import CifFile, CifParser
 
@@ -333,16 +378,22 @@ def parse_cif(text: str, path: PathLike = "<string>") -> list[Structure]:
     if len(structures) != len(with_cell):
         raise CrystalFileError(path, f"{len(with_cell)} data blocks with a cell but pymatgen built "
                                f"{len(structures)} structures")
-    for (i, _), s in zip(with_cell, structures):
+    for (i, block), s in zip(with_cell, structures):
         try:
             check_structure(s)
         except ValueError as err:
             raise CrystalFileError(path, str(err), record=i) from None
+        problem = _formula_problem(block, s)
+        if problem:
+            raise CrystalFileError(path, problem, record=i,
+                                   fix="the atom site loop may be truncated; regenerate the file or fix the formula")
     return structures
 
 
 def _read_text(path: PathLike) -> tuple[Path, str]:
     path = Path(path)
+    if path.is_dir():
+        raise CrystalFileError(path, "is a folder, not a file", fix="give the file's path (read_crystals reads folders)")
     if not path.is_file():
         raise CrystalFileError(path, "file does not exist", fix="check the path")
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -434,14 +485,46 @@ def write_extxyz(path: PathLike, structures: Structure | Iterable[Structure]) ->
     return atomic_write(path, lambda tmp: ase_write(str(tmp), frames, format="extxyz"))
 
 
+def _check_xyz_layout(path: Path) -> None:
+    """Check the frame layout (count line, comment, atom lines) before ASE reads the file:
+    ASE loops over a count line by line however large it is, and silently drops a
+    truncated last frame and every frame after a blank line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    i = frame = 0
+    fix = "the file may be truncated or not extended XYZ; regenerate it"
+    while i < len(lines):
+        if not lines[i].strip():
+            rest = next((k for k in range(i, len(lines)) if lines[k].strip()), None)
+            if rest is None:
+                return
+            raise CrystalFileError(path, f"blank line {i + 1} before frame {frame}; ASE would ignore the frames "
+                                   "after it", record=frame, fix="remove the blank lines between frames")
+        try:
+            n = int(lines[i])
+        except ValueError:
+            raise CrystalFileError(path, f"line {i + 1}: expected an atom count, got {lines[i].strip()[:40]!r}",
+                                   record=frame, fix=fix) from None
+        if n < 0:
+            raise CrystalFileError(path, f"line {i + 1}: negative atom count {n}", record=frame, fix=fix)
+        if i + 2 + n > len(lines):
+            raise CrystalFileError(path, f"truncated frame: line {i + 1} says {n} atoms but only "
+                                   f"{max(len(lines) - i - 2, 0)} lines follow the comment", record=frame, fix=fix)
+        i += 2 + n
+        while i < len(lines) and lines[i].lstrip().startswith("VEC"):
+            i += 1
+        frame += 1
+
+
 def extxyz_frames(path: Path) -> list:
     """All frames of an extended XYZ file as ASE ``Atoms`` (no checks on their content).
 
     Raises:
-        CrystalFileError: a file ASE cannot parse.
+        CrystalFileError: a file ASE cannot parse: bad or huge atom count, truncated frame,
+            blank line between frames (ASE would stop there), malformed comment or atom lines.
     """
     from ase.io import read as ase_read
 
+    _check_xyz_layout(Path(path))
     try:
         return ase_read(str(path), index=":", format="extxyz")
     except Exception as err:  # noqa: BLE001 - ASE raises assorted types on malformed files
@@ -467,8 +550,9 @@ def read_extxyz(path: PathLike) -> list[Structure]:
     """Every frame of an extended XYZ file as a ``Structure``; frames must be periodic.
 
     Raises:
-        CrystalFileError: missing or empty file, a file ASE cannot parse, a frame without
-            a 3-D periodic cell, unknown elements, NaN coordinates.
+        CrystalFileError: missing or empty file, a folder, a file ASE cannot parse (see
+            :func:`extxyz_frames`), a frame without a 3-D periodic cell, zero atoms,
+            unknown elements, NaN coordinates.
     """
     path, _ = _read_text(path)
     out = []

@@ -121,8 +121,16 @@ def to_atomic_numbers(atoms: Iterable[int | str] | np.ndarray) -> np.ndarray:
 
 def _check_molecule(atomic_numbers: Sequence[int] | np.ndarray, positions: Sequence | np.ndarray,
                     what: str) -> tuple[np.ndarray, np.ndarray]:
-    z = to_atomic_numbers(atomic_numbers)
-    pos = np.asarray(positions, dtype=np.float64)
+    try:
+        z = to_atomic_numbers(atomic_numbers)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from None
+    if len(z) == 0:
+        raise ValueError(f"{what} has zero atoms; a molecule file needs at least one atom per molecule")
+    try:
+        pos = np.asarray(positions, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what}: positions must be numbers, shape (N, 3) ({e})") from None
     if pos.shape != (len(z), 3):
         raise ValueError(f"{what}: positions must have shape (N, 3) = ({len(z)}, 3) like the atoms, got {pos.shape}")
     if not np.isfinite(pos).all():
@@ -137,9 +145,19 @@ def write_xyz(path: PathLike, molecules: Iterable[Sequence]) -> Path:
         path: output file.
         molecules: items ``(atomic_numbers, positions)`` or ``(atomic_numbers, positions,
             comment)``, or :class:`MoleculeRecord`; atoms as numbers or symbols.
+
+    Raises:
+        ValueError: no molecules, or a molecule that is not such an item, has zero atoms,
+            unknown elements, positions not ``(N, 3)`` numbers, NaN/inf positions, or a
+            multi-line comment (nothing is written).
+        FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError: ``path``
+            cannot be written (see :func:`dit3d.fileio.atomic_output`).
     """
     lines: list[str] = []
     for i, item in enumerate(molecules):
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) < 2:
+            raise ValueError(f"molecule {i} must be (atomic_numbers, positions[, comment]) or a MoleculeRecord, "
+                             f"got {type(item).__name__}")
         z, pos = _check_molecule(item[0], item[1], f"molecule {i}")
         comment = str(item[2]) if len(item) > 2 and item[2] is not None else ""
         if "\n" in comment or "\r" in comment:
@@ -153,6 +171,8 @@ def write_xyz(path: PathLike, molecules: Iterable[Sequence]) -> Path:
 
 def _read_text(path: PathLike) -> tuple[Path, str]:
     path = Path(path)
+    if path.is_dir():
+        raise MoleculeFileError(path, "is a folder, not a molecule file", fix="give the path of an .sdf or .xyz file")
     if not path.is_file():
         raise MoleculeFileError(path, "file does not exist", fix="check the path")
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -165,7 +185,7 @@ def read_xyz(path: PathLike) -> list[MoleculeRecord]:
     """Read every frame of a multi-frame XYZ file; blank lines between frames are allowed.
 
     Raises:
-        MoleculeFileError: missing or empty file, bad atom count, truncated frame,
+        MoleculeFileError: missing or empty file, a folder, bad atom count, truncated frame,
             too few columns, unknown element, non-numeric or non-finite coordinates.
     """
     path, text = _read_text(path)
@@ -222,6 +242,11 @@ def write_sdf(path: PathLike, mols: Iterable[Chem.Mol]) -> Path:
 
     Molecules that fail sanitisation are written as they are: each is Kekulized on a copy
     when possible, and written with aromatic bond flags otherwise.
+
+    Raises:
+        ValueError: no molecules, or an item that is not an RDKit ``Mol`` (nothing is written).
+        FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError: ``path``
+            cannot be written (see :func:`dit3d.fileio.atomic_output`).
     """
     mols = list(mols)
     if not mols:
@@ -251,15 +276,42 @@ def read_sdf(path: PathLike) -> list[Chem.Mol | None]:
     """Read every record of an SDF file, unsanitised and with hydrogens kept.
 
     ``sanitize=False`` keeps invalid generated molecules so they can still be scored;
-    a record RDKit cannot parse at all comes back as ``None`` in its position.
+    a record RDKit cannot parse at all comes back as ``None`` in its position. So does a
+    truncated last record, which RDKit itself skips without a word.
+
+    Raises:
+        MoleculeFileError: missing, empty or unreadable file, or a missing ``$$$$`` line.
     """
-    path, _ = _read_text(path)
+    path, text = _read_text(path)
     try:
         with rdBase.BlockLogs():
-            return list(Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False))
+            mols = list(Chem.SDMolSupplier(str(path), sanitize=False, removeHs=False))
     except OSError as e:
         raise MoleculeFileError(path, f"RDKit cannot read this as SDF ({e})",
                                 fix="check that it is an SDF file") from None
+    records = _sdf_record_count(path, text)
+    return mols + [None] * (records - len(mols))
+
+
+def _sdf_record_count(path: Path, text: str) -> int:
+    """Records in an SDF text: blocks ended by ``$$$$``, plus a non-blank unterminated tail.
+
+    A block with two ``M  END`` lines has lost the ``$$$$`` between two records (RDKit would
+    read the second as data items of the first): that raises :class:`MoleculeFileError`.
+    """
+    count, body, ends = 0, False, 0
+    for k, line in enumerate(text.splitlines()):
+        if line.strip() == "$$$$":
+            count, body, ends = count + 1, False, 0
+        elif line.strip():
+            body = True
+            if line.startswith("M  END"):
+                ends += 1
+                if ends > 1:
+                    raise MoleculeFileError(path, "two molecules ('M  END' lines) without a '$$$$' line between "
+                                            "them", record=count, line=k + 1,
+                                            fix="the separator line is missing or damaged; regenerate the file")
+    return count + int(body)
 
 
 def _diagnose_sdf_record(path: Path, record: int) -> MoleculeFileError:
@@ -269,9 +321,12 @@ def _diagnose_sdf_record(path: Path, record: int) -> MoleculeFileError:
     start = starts[record] if record < len(starts) else 0
     err = MoleculeFileError(path, "RDKit could not parse this record", record=record, line=start + 1,
                             fix="check its counts line, atom block and bond block")
+    if start + 3 >= len(lines):
+        return MoleculeFileError(path, "truncated record: the file ends before its counts line", record=record,
+                                 line=len(lines), fix="the writer may have been interrupted; regenerate the file")
     try:
         n = int(lines[start + 3][:3])
-    except (IndexError, ValueError):
+    except ValueError:
         return MoleculeFileError(path, "bad counts line", record=record, line=start + 4)
     for k in range(start + 4, start + 4 + n):
         if k >= len(lines):
@@ -286,6 +341,10 @@ def _diagnose_sdf_record(path: Path, record: int) -> MoleculeFileError:
                                      fix="the generator produced NaN/inf; drop or regenerate this sample")
         if s[31:34].strip().lower() not in _SYMBOL_TO_Z:
             return MoleculeFileError(path, f"unknown element {s[31:34].strip()!r}", record=record, line=k + 1)
+    end = starts[record + 1] - 1 if record + 1 < len(starts) else len(lines)
+    if not any(line.startswith("M  END") for line in lines[start:end]):
+        return MoleculeFileError(path, "truncated record: no 'M  END' line", record=record, line=end,
+                                 fix="the writer may have been interrupted; regenerate the file")
     return err
 
 
@@ -293,9 +352,10 @@ def read_molecules(path: PathLike) -> list[MoleculeRecord]:
     """Read a ``.sdf`` or ``.xyz`` file into :class:`MoleculeRecord` s (SDF ones carry the Mol).
 
     Raises:
-        MoleculeFileError: unknown extension, or any of the problems of :func:`read_xyz`;
-            for SDF, a record that fails to parse or holds no conformer, unknown elements
-            (atomic number 0, e.g. ``*``) and non-finite coordinates.
+        MoleculeFileError: unknown extension, a folder, or any of the problems of
+            :func:`read_xyz`; for SDF, a record that fails to parse, is truncated, has zero
+            atoms or holds no conformer, unknown elements (atomic number 0, e.g. ``*``) and
+            non-finite coordinates.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -307,6 +367,9 @@ def read_molecules(path: PathLike) -> list[MoleculeRecord]:
     for rec, mol in enumerate(read_sdf(path)):
         if mol is None:
             raise _diagnose_sdf_record(path, rec)
+        if mol.GetNumAtoms() == 0:
+            raise MoleculeFileError(path, "record has zero atoms", record=rec,
+                                    fix="drop it, or check the counts line of this record")
         if mol.GetNumConformers() == 0:
             raise MoleculeFileError(path, "record has no coordinates", record=rec)
         z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int64)

@@ -74,8 +74,11 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             args.run(args)
-        except (MoleculeFileError, PretrainedError, FileNotFoundError, ValueError) as e:
+        except (MoleculeFileError, PretrainedError, OSError, ValueError) as e:  # OSError: paths, permissions
             raise SystemExit(f"dit3d {args.command} {args.domain}: error: {e}") from None
+        except MemoryError as e:
+            raise SystemExit(f"dit3d {args.command} {args.domain}: error: out of memory{f' ({e})' if str(e) else ''}; "
+                             "ask for fewer samples, fewer points or a smaller batch") from None
     elif args.command == "presets":
         presets_main()
     elif args.command == "bench":

@@ -99,7 +99,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
                                                      default_cache_dir)
     from dit3d.metrics.crystals_io import load_crystals
 
-    if args.out and not Path(args.out).resolve().parent.is_dir():  # fail before minutes of fingerprints
+    if args.out and Path(args.out).is_dir():  # fail before the scoring, not after
+        raise SystemExit(f"{args.out}: is a folder; give a file name for the JSON")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
         raise SystemExit(f"{args.out}: folder {Path(args.out).resolve().parent} does not exist")
     scaler = CompositionScaler.from_json(args.comp_scaler) if args.comp_scaler else None
     try:

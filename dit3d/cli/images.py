@@ -176,13 +176,15 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_npy(path: str | Path, what: str) -> np.ndarray:
+    from dit3d.data.pointcloud_io import PointCloudFileError, load_npy
+
     p = Path(path)
     if not p.is_file():
         raise SystemExit(f"{p}: {what} file does not exist")
     try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"{p}: cannot read it as a .npy array ({e})") from None
+        return load_npy(p, what)  # checks the header against the file size before allocating
+    except PointCloudFileError as e:
+        raise SystemExit(str(e)) from None
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -200,6 +202,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else None
     if out is not None and not out.resolve().parent.is_dir():
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist; create it first")
+    if out is not None and out.is_dir():
+        raise SystemExit(f"{out}: is a folder; give a file name for the JSON")
     classifier = load_digit_classifier(args.classifier)
     if args.samples is not None:
         images = _read_npy(args.samples, "samples")
@@ -210,7 +214,11 @@ def run_evaluate(args: argparse.Namespace) -> None:
             raise SystemExit(f"{args.samples}: no labels; pass --labels FILE.npy (or keep {labels_path.name} "
                              "beside the samples, as `dit3d sample image` writes it)")
         labels = _read_npy(labels_path, "labels")
-        sampling = json.loads(record_path.read_text()) if record_path.is_file() else None
+        try:
+            sampling = json.loads(record_path.read_text()) if record_path.is_file() else None
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise SystemExit(f"{record_path}: not a sampling record ({e}); delete it or regenerate the samples"
+                             ) from None
         source = {"samples": str(args.samples), "labels": str(labels_path)}
     else:
         gen = _generator(args)

@@ -69,6 +69,10 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from dit3d.chem.io import atomic_output, read_molecules
     from dit3d.metrics import evaluate_molecules
 
+    if args.out and Path(args.out).is_dir():  # fail before the scoring, not after
+        raise SystemExit(f"{args.out}: is a folder; give a file name for the JSON")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise SystemExit(f"{args.out}: folder {Path(args.out).resolve().parent} does not exist")
     records = read_molecules(args.path)
     result = evaluate_molecules(records, protocol=args.protocol, train_smiles=_train_smiles(args.train_smiles))
     result["protocol"]["input"] = str(args.path)

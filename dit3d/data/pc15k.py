@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from dit3d.data.pointcloud_io import check_clouds, load_npy
+from dit3d.data.pointcloud_io import PointCloudFileError, check_clouds, load_npy
 
 __all__ = ["CATEGORY_TO_SYNSET", "LAYOUT", "NORMALIZATIONS", "SYNSET_TO_CATEGORY", "EpochDrawSampler",
            "ShapeNetPC15k", "resolve_category"]
@@ -133,6 +133,12 @@ class ShapeNetPC15k(Dataset):
         subset: keep the first ``subset`` clouds (sorted by id) of each category.
         seed: seeds the draws.
 
+    Raises:
+        FileNotFoundError: a missing root, category or split folder, or one without clouds.
+        PointCloudFileError: a cloud file that is unreadable, truncated, not ``(N, 3)``
+            numbers, NaN/inf or beyond float32, or has fewer than 15,000 points.
+        ValueError: bad arguments, or clouds whose points all coincide (no normalisation).
+
     Shapes:
         points: ``(S, 15000, 3)`` float32 as stored; labels: ``(S,)`` int64
 
@@ -171,6 +177,8 @@ class ShapeNetPC15k(Dataset):
         self.points = np.empty((len(self.files), CLOUD_POINTS, 3), dtype=np.float32)
         for i, path in enumerate(self.files):
             arr = check_clouds(load_npy(path, "PC15k cloud"), path, batched=False, min_points=CLOUD_POINTS)
+            if np.abs(arr).max() > np.finfo(np.float32).max:
+                raise PointCloudFileError(path, "coordinates overflow float32", fix="rescale or regenerate the cloud")
             self.points[i] = arr[:CLOUD_POINTS]
         self.shape_mean = self.shape_std = None
         if normalization == "per-shape":

@@ -39,17 +39,53 @@ class PointCloudFileError(ValueError):
         super().__init__(f"{self.path}: {problem}" + (f"; {fix}" if fix else ""))
 
 
+def _check_npy_size(path: Path, what: str) -> None:
+    """Refuse a ``.npy`` whose header promises more data than the file holds."""
+    fix = f"the file is truncated or corrupt; re-create the {what} with numpy.save"
+    with open(path, "rb") as f:
+        head = f.read(6)
+        if head.startswith(b"PK\x03\x04"):
+            return  # an .npz archive: np.load opens it and load_npy says what it is
+        if head != b"\x93NUMPY":
+            raise PointCloudFileError(path, "cannot read it as a .npy array (no NUMPY header)",
+                                      fix=f"save the {what} with numpy.save")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = reader(f)
+        except Exception as e:  # noqa: BLE001 - numpy raises several types on bad headers
+            raise PointCloudFileError(path, f"cannot read it as a .npy array (bad header: {type(e).__name__}: {e})",
+                                      fix=fix) from None
+        if dtype.hasobject:
+            return  # refused by np.load(allow_pickle=False) with its own message
+        expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        actual = path.stat().st_size - f.tell()
+    if actual < expected:
+        raise PointCloudFileError(path, f"cannot read it as a .npy array: the header says {dtype} {tuple(shape)} "
+                                  f"({expected:,} bytes) but the file holds {actual:,} bytes of data", fix=fix)
+
+
 def load_npy(path: PathLike, what: str = "point cloud") -> np.ndarray:
     """``np.load`` without pickles, turning every failure into a :class:`PointCloudFileError`.
+
+    The header is checked against the file size first, so a truncated file or a header
+    with a huge shape is refused before any memory is allocated for it.
 
     Args:
         path: a ``.npy`` file.
         what: what the file should hold, for the messages.
+
+    Raises:
+        PointCloudFileError: missing file, a folder, no ``.npy`` header, a truncated or
+            oversized file, object (pickled) data, an ``.npz`` archive.
     """
     path = Path(path)
     if not path.is_file():
         raise PointCloudFileError(path, "file does not exist" if not path.exists() else "not a file",
                                   fix=f"check the path of the {what} file")
+    _check_npy_size(path, what)
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -114,7 +150,12 @@ def read_pointclouds(path: PathLike, min_points: int = 1) -> np.ndarray:
 
 
 def read_ply(path: PathLike, min_points: int = 1) -> np.ndarray:
-    """Vertices ``(N, 3)`` float64 of a PLY file (a point cloud, or a mesh's vertices), via trimesh."""
+    """Vertices ``(N, 3)`` float64 of a PLY file (a point cloud, or a mesh's vertices), via trimesh.
+
+    Raises:
+        PointCloudFileError: missing file, not PLY, fewer vertices than the header declares
+            (truncated), NaN/inf, fewer than ``min_points`` points.
+    """
     import trimesh
 
     path = Path(path)
@@ -126,11 +167,33 @@ def read_ply(path: PathLike, min_points: int = 1) -> np.ndarray:
     except Exception as e:  # trimesh raises many types on malformed files
         raise PointCloudFileError(path, f"cannot read it as PLY ({type(e).__name__}: {e})",
                                   fix="re-export it as a PLY point cloud") from None
+    declared = _ply_vertex_count(path)
+    if declared is not None and declared != len(vertices):
+        raise PointCloudFileError(path, f"the header declares {declared} vertices but {len(vertices)} were read",
+                                  fix="the file is truncated or corrupt; re-export it")
     return check_clouds(vertices, path, batched=False, min_points=min_points)
 
 
+def _ply_vertex_count(path: Path) -> int | None:
+    """``element vertex N`` of a PLY header, or None if the header does not say."""
+    with open(path, "rb") as f:
+        for _ in range(200):  # header lines
+            line = f.readline()
+            if not line or line.strip() == b"end_header":
+                return None
+            words = line.split()
+            if len(words) == 3 and words[:2] == [b"element", b"vertex"] and words[2].isdigit():
+                return int(words[2])
+    return None
+
+
 def read_pointcloud(path: PathLike, min_points: int = 1) -> np.ndarray:
-    """Read one cloud ``(N, 3)`` from ``.npy`` or ``.ply``, validated, as float64."""
+    """Read one cloud ``(N, 3)`` from ``.npy`` or ``.ply``, validated, as float64.
+
+    Raises:
+        PointCloudFileError: unknown extension, or what :func:`load_npy`, :func:`check_clouds`
+            and :func:`read_ply` reject.
+    """
     suffix = Path(path).suffix.lower()
     if suffix == ".ply":
         return read_ply(path, min_points)
@@ -139,11 +202,15 @@ def read_pointcloud(path: PathLike, min_points: int = 1) -> np.ndarray:
     return check_clouds(load_npy(path), path, batched=False, min_points=min_points)
 
 
-def _valid(clouds: Any, what: str, batched: bool | None) -> np.ndarray:
+def _valid(clouds: Any, what: str, batched: bool | None, dtype: Any = np.float32) -> np.ndarray:
     try:
-        return check_clouds(clouds.detach().cpu().numpy() if hasattr(clouds, "detach") else clouds, what, batched)
+        arr = check_clouds(clouds.detach().cpu().numpy() if hasattr(clouds, "detach") else clouds, what, batched)
     except PointCloudFileError as e:
         raise ValueError(f"cannot write {e}") from None
+    if np.dtype(dtype).kind == "f" and np.abs(arr).max() > np.finfo(dtype).max:
+        raise ValueError(f"cannot write {what}: coordinates up to {np.abs(arr).max():.3g} overflow {np.dtype(dtype)}; "
+                         "rescale the clouds")
+    return arr
 
 
 def write_npy(path: PathLike, clouds: Any, dtype: Any = np.float32) -> Path:
@@ -153,8 +220,14 @@ def write_npy(path: PathLike, clouds: Any, dtype: Any = np.float32) -> Path:
         path: output file (written as given; no ``.npy`` is appended).
         clouds: array or tensor; must be finite and non-empty.
         dtype: stored dtype (float32, as PC15k and PointFlow's samples).
+
+    Raises:
+        ValueError: not numbers, not ``(N, 3)`` / ``(M, N, 3)``, empty, NaN/inf, or values
+            that overflow ``dtype`` (nothing is written).
+        FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError: ``path``
+            cannot be written (see :func:`dit3d.fileio.atomic_output`).
     """
-    arr = _valid(clouds, str(path), None).astype(dtype)
+    arr = _valid(clouds, str(path), None, dtype).astype(dtype)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, arr, allow_pickle=False)
@@ -162,7 +235,12 @@ def write_npy(path: PathLike, clouds: Any, dtype: Any = np.float32) -> Path:
 
 
 def write_ply(path: PathLike, cloud: Any) -> Path:
-    """Write one cloud ``(N, 3)`` as a binary PLY point cloud (float32 vertices), atomically."""
+    """Write one cloud ``(N, 3)`` as a binary PLY point cloud (float32 vertices), atomically.
+
+    Raises:
+        ValueError: not numbers, not ``(N, 3)``, empty, NaN/inf or beyond float32 (nothing
+            is written); OSError subclasses as :func:`write_npy`.
+    """
     import trimesh
 
     arr = _valid(cloud, str(path), False)

@@ -58,6 +58,11 @@ __all__ = ["ShapeFileError", "convert_shapes", "grid_to_pointcloud", "iter_shape
 PathLike = str | os.PathLike
 
 
+#: largest occupancy grid read (voxels per grid, 1024^3), and most points per converted shape
+MAX_GRID_VOXELS = 1024 ** 3
+MAX_POINTS = 10_000_000
+
+
 class ShapeFileError(PointCloudFileError):
     """A shape source (occupancy-grid array, binvox file) is missing, unreadable or malformed."""
 
@@ -81,6 +86,19 @@ def _open_npy_rows(path: Path) -> tuple[Any, tuple[int, ...], np.dtype]:
         f.close()
         raise ShapeFileError(path, f"holds a {dtype} array of shape {shape} (Fortran order: {fortran})",
                              fix="expected numeric occupancy grids (S, 1, X, Y, Z) or (S, X, Y, Z) in C order")
+    voxels = int(np.prod(shape[-3:], dtype=object))
+    if voxels > MAX_GRID_VOXELS:
+        f.close()
+        raise ShapeFileError(path, f"grids of shape {tuple(shape[-3:])} ({voxels:,} voxels) exceed the "
+                             f"{MAX_GRID_VOXELS:,} voxels this converter handles", fix="downsample the grids")
+    if not path.name.endswith(".gz"):
+        expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        actual = path.stat().st_size - f.tell()
+        if actual < expected:
+            f.close()
+            raise ShapeFileError(path, f"truncated: the header says {shape[0]} grids of {tuple(shape[-3:])} "
+                                 f"({expected:,} bytes) but the file holds {actual:,} bytes of data",
+                                 fix="the file is incomplete; download or re-create it")
     return f, tuple(shape), dtype
 
 
@@ -109,13 +127,24 @@ def _grid_rows(path: Path, limit: int | None) -> Iterator[tuple[str, np.ndarray]
             if grid.any():
                 kept += 1
                 yield f"{stem}_{row:04d}", grid
+        try:
+            f.read(1)  # gzip checks its CRC and length trailer only at the end of the stream
+        except (OSError, EOFError, zlib.error) as e:
+            raise ShapeFileError(path, f"corrupt after the last grid ({type(e).__name__}: {e})",
+                                 fix="the file is incomplete or damaged; download or re-create it") from None
 
 
 def read_binvox(path: PathLike) -> np.ndarray:
-    """Occupancy ``(X, Y, Z)`` bool of a ``.binvox`` file (trimesh's loader, index axes = mesh x, y, z)."""
+    """Occupancy ``(X, Y, Z)`` bool of a ``.binvox`` file (trimesh's loader, index axes = mesh x, y, z).
+
+    Raises:
+        ShapeFileError: a missing, truncated or malformed file, or one that is not binvox v1.
+    """
     from trimesh.exchange.binvox import load_binvox
 
     path = Path(path)
+    if not path.is_file():
+        raise ShapeFileError(path, "file does not exist" if not path.exists() else "not a file", fix="check the path")
     try:
         with open(path, "rb") as f:
             grid = np.asarray(load_binvox(f, axis_order="xzy").matrix, dtype=bool)
@@ -194,6 +223,16 @@ def convert_shapes(source: PathLike, root: PathLike, category: str = "chair", nu
 
     Returns:
         the manifest written to ``conversion.json`` (counts, ids per split, settings).
+
+    Raises:
+        ShapeFileError: an unreadable, truncated or malformed source, NaN/inf grids, grids
+            over :data:`MAX_GRID_VOXELS`, no non-empty shape.
+        FileNotFoundError: ``source`` does not exist or holds no shapes.
+        FileExistsError: ``<root>/<synset>`` exists and ``overwrite`` is False.
+        ValueError: bad ``category``, ``limit``, ``num_points`` (1..:data:`MAX_POINTS`),
+            ``method``, ``up_axis`` or ``split``.
+        NotADirectoryError, PermissionError: ``root`` cannot be created or written.
+        Nothing is left behind on any of these.
     """
     name, synset = resolve_category(category)
     dest = Path(root) / synset
@@ -201,8 +240,8 @@ def convert_shapes(source: PathLike, root: PathLike, category: str = "chair", nu
         raise FileExistsError(f"{dest} already exists; pass overwrite=True (--overwrite) to replace it")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-        raise ValueError(f"num_points must be a positive int, got {num_points!r}")
+    if isinstance(num_points, bool) or not isinstance(num_points, int) or not 1 <= num_points <= MAX_POINTS:
+        raise ValueError(f"num_points must be an int in [1, {MAX_POINTS:,}], got {num_points!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     ids, shapes, kind = iter_shapes(source, limit)

@@ -65,6 +65,9 @@ def structure_validity(structure: Any, min_distance: float = MIN_DISTANCE, min_v
     Args:
         structure: a pymatgen ``Structure``.
 
+    Raises:
+        ValueError: ``structure`` is not a pymatgen ``Structure``.
+
     Example:
         >>> from pymatgen.core import Lattice, Structure
         >>> structure_validity(Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]))
@@ -72,6 +75,10 @@ def structure_validity(structure: Any, min_distance: float = MIN_DISTANCE, min_v
         >>> structure_validity(Structure(Lattice.cubic(4), ["Na", "Cl"], [[0, 0, 0], [0.99, 0, 0]]))
         False
     """
+    from pymatgen.core import Structure
+
+    if not isinstance(structure, Structure):
+        raise ValueError(f"expected a pymatgen Structure, got {type(structure).__name__}")
     if not structure.volume >= min_volume:
         return False
     if len(structure) < 2:
@@ -84,7 +91,10 @@ def structure_validity(structure: Any, min_distance: float = MIN_DISTANCE, min_v
 def _reduced_counts(composition: Any) -> tuple[tuple[str, ...], tuple[int, ...]]:
     from pymatgen.core import Composition, Element
 
-    comp = composition.composition if hasattr(composition, "composition") else Composition(composition)
+    try:
+        comp = composition.composition if hasattr(composition, "composition") else Composition(composition)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not a composition, structure or formula: {composition!r} ({e})") from None
     amounts = comp.get_el_amt_dict()
     if not amounts:
         raise ValueError("empty composition")
@@ -136,7 +146,7 @@ def smact_validity(composition: Any, use_pauling_test: bool = True, include_allo
 
     Raises:
         MissingExtraError: SMACT is not installed.
-        ValueError: an empty or non-integer composition.
+        ValueError: not a composition, structure or formula; an empty or non-integer composition.
 
     Example:
         >>> smact_validity("NaCl"), smact_validity("NaCl2"), smact_validity("Cu3Au")  # doctest: +SKIP
@@ -205,9 +215,17 @@ def _versions() -> dict[str, str]:
 
 
 def _as_set(items: CrystalSet | Sequence[Any] | None, what: str) -> CrystalSet | None:
+    from pymatgen.core import Structure
+
     if items is None or isinstance(items, CrystalSet):
         return items
+    if isinstance(items, Structure):
+        raise ValueError(f"{what} must be a sequence of structures, got one Structure; wrap it in a list")
     items = list(items)
+    for i, s in enumerate(items):
+        if not isinstance(s, Structure):
+            raise ValueError(f"{what} {i} is {type(s).__name__}, not a pymatgen Structure; read files with "
+                             "dit3d.metrics.crystals_io.load_crystals")
     return CrystalSet(items, [f"{what} {i}" for i in range(len(items))], [], f"<{len(items)} structures>")
 
 
@@ -243,7 +261,8 @@ def evaluate_crystals(generated: CrystalSet | Sequence[Any], reference: CrystalS
         ``protocol``. Fractions are in [0, 1]; a metric that cannot be computed is None.
 
     Raises:
-        ValueError: unknown ``cutoffs``/``coverage_on``, empty inputs, misaligned ``e_above_hull``.
+        ValueError: unknown ``cutoffs``/``coverage_on``, empty inputs, an item that is not a
+            pymatgen ``Structure`` (named by set and index), misaligned ``e_above_hull``.
         MissingExtraError: SMACT or matminer is missing.
     """
     from scipy.stats import wasserstein_distance

@@ -116,13 +116,19 @@ def _as_arrays(item: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"molecule {index} is an RDKit Mol without a conformer; metrics need 3D coordinates")
         z = np.array([a.GetAtomicNum() for a in item.GetAtoms()], np.int64)
         pos = item.GetConformer().GetPositions()
+    elif isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) < 2:
+        raise ValueError(f"molecule {index} must be (atomic_numbers, positions), a MoleculeRecord or an RDKit Mol "
+                         f"with a conformer, got {type(item).__name__}")
     else:
         z, pos = item[0], item[1]
     try:
         z = to_atomic_numbers(z)
     except ValueError as e:
         raise ValueError(f"molecule {index}: {e}") from None
-    pos = np.asarray(pos, dtype=np.float64).reshape(-1, 3) if np.size(pos) else np.zeros((0, 3))
+    try:
+        pos = np.asarray(pos, dtype=np.float64).reshape(-1, 3) if np.size(pos) else np.zeros((0, 3))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"molecule {index}: positions must be numbers, shape (N, 3) ({e})") from None
     if pos.shape != (len(z), 3):
         raise ValueError(f"molecule {index}: positions must have shape ({len(z)}, 3), got {np.shape(pos)}")
     return z, pos
@@ -182,6 +188,12 @@ def evaluate_molecules(molecules: Iterable[Any] | str | os.PathLike, protocol: s
         (None without ``train_smiles``), ``valid_and_unique`` (unique over all samples, EDM's
         "V*U"), ``posebusters`` (ADiT, or None), ``counts`` and ``protocol`` (how each number
         was computed, sample count, package versions).
+
+    Raises:
+        MoleculeFileError: an unreadable file (see :func:`~dit3d.chem.read_molecules`).
+        ValueError: an unknown protocol, no molecules, or an item that is not a molecule
+            (wrong type, unknown elements, positions that are not ``(N, 3)`` numbers; the
+            message names the molecule's index).
     """
     if protocol not in ("edm", "adit"):
         raise ValueError(f"protocol must be 'edm' or 'adit', got {protocol!r}")

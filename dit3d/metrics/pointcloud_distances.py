@@ -27,6 +27,9 @@ __all__ = ["CD_DEFINITION", "chamfer_distance"]
 CD_DEFINITION = ("mean over X of min_y ||x-y||^2 + mean over Y of min_x ||x-y||^2 "
                  "(squared Euclidean, PointFlow/PVD/DiT-3D)")
 
+#: largest coordinate accepted: distances are computed in float32, whose squares overflow near 1e19
+MAX_COORDINATE = 1e15
+
 # Row tiles of the (P, n, m) distance computations hold about this many floats (2 MiB),
 # so that their temporaries stay in L2.
 _TILE_FLOATS = 1 << 19
@@ -38,9 +41,14 @@ _TILE_FLOATS = 1 << 19
 def _as_clouds(x: Any, name: str, batched: bool | None = None) -> np.ndarray:
     """float64 array ``(S, N, 3)`` (or ``(N, 3)`` when ``batched`` is False), validated."""
     if isinstance(x, Tensor):
+        if x.dtype.is_complex or x.dtype == torch.bool:
+            raise ValueError(f"{name} must hold real coordinates, got a {x.dtype} tensor")
         x = x.detach().to("cpu", torch.float64).numpy()
     try:
-        a = np.asarray(x, dtype=np.float64)
+        raw = np.asarray(x)
+        if raw.dtype.kind not in "fiu":
+            raise TypeError(f"{raw.dtype} data, not real numbers")
+        a = raw.astype(np.float64)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name} must be a numeric array of point clouds, got {type(x).__name__}: {e}") from None
     want = {None: "(N, 3) or (S, N, 3)", True: "(S, N, 3)", False: "(N, 3)"}[batched]
@@ -51,6 +59,9 @@ def _as_clouds(x: Any, name: str, batched: bool | None = None) -> np.ndarray:
         raise ValueError(f"{name} is empty (shape {a.shape}); give at least one cloud of at least one point")
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or inf; drop or fix those clouds before evaluating")
+    if np.abs(a).max() > MAX_COORDINATE:
+        raise ValueError(f"{name} has coordinates up to {np.abs(a).max():.3g}; squared distances would overflow the "
+                         f"float32 computation (limit {MAX_COORDINATE:g}): rescale the clouds")
     return a
 
 

@@ -47,12 +47,20 @@ def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
     unpickling code (``weights_only=True``) and without the stage-1 file."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    hp = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise assorted types
+        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    hp = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
     if not isinstance(hp.get("autoencoder"), dict):
         raise ValueError(f"{path}: not an ADiT stage-2 checkpoint (no autoencoder config in its hyper-parameters)")
-    module = ADiTLatentModule(**hp)
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module = ADiTLatentModule(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError, KeyError) as e:
+        raise ValueError(f"{path}: not an ADiT stage-2 checkpoint ({type(e).__name__}: {e})") from None
     return module.eval()
 
 

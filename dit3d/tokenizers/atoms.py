@@ -104,6 +104,31 @@ class Atoms:
         return sorted(int(k) for k in torch.unique(self.dataset_idx))
 
 
+def _check_atoms(atoms: Atoms, dtype: torch.dtype) -> None:
+    """Types, dtypes and shapes of a batch before it reaches embeddings that would fail obscurely."""
+    if not isinstance(atoms, Atoms):
+        raise ValueError(f"expected an Atoms batch, got {type(atoms).__name__}; build one with Atoms.from_pyg")
+    fields_ = {"atom_types": atoms.atom_types, "pos": atoms.pos, "frac_coords": atoms.frac_coords,
+               "mask": atoms.mask, "dataset_idx": atoms.dataset_idx}
+    for name, t in fields_.items():
+        if not isinstance(t, Tensor):
+            raise ValueError(f"atoms.{name} must be a torch.Tensor, got {type(t).__name__}")
+    B, N = atoms.mask.shape if atoms.mask.dim() == 2 else (None, None)
+    if B is None or atoms.mask.dtype != torch.bool:
+        raise ValueError(f"atoms.mask must be a (B, N) bool tensor, got {atoms.mask.dtype} {tuple(atoms.mask.shape)}")
+    if atoms.atom_types.shape != (B, N) or atoms.atom_types.dtype not in (torch.long, torch.int):
+        raise ValueError(f"atoms.atom_types must be ({B}, {N}) long like the mask, got "
+                         f"{atoms.atom_types.dtype} {tuple(atoms.atom_types.shape)}")
+    for name in ("pos", "frac_coords"):
+        t = fields_[name]
+        if t.shape != (B, N, 3) or t.dtype != dtype:
+            raise ValueError(f"atoms.{name} must be ({B}, {N}, 3) {dtype} like the model, got {t.dtype} "
+                             f"{tuple(t.shape)}")
+    if atoms.dataset_idx.shape != (B,) or not ((atoms.dataset_idx == MOLECULE) | (atoms.dataset_idx == CRYSTAL)).all():
+        raise ValueError(f"atoms.dataset_idx must be ({B},) with {MOLECULE} (molecule) or {CRYSTAL} (crystal), got "
+                         f"{atoms.dataset_idx.tolist() if atoms.dataset_idx.numel() <= 8 else tuple(atoms.dataset_idx.shape)}")
+
+
 def lattice_features(lattice: Tensor, num_atoms: Tensor, mean: Sequence[float] = LATTICE_MEAN,
                      std: Sequence[float] = LATTICE_STD) -> Tensor:
     r"""Standardised lattice parameters, the autoencoder's lattice target.
@@ -130,6 +155,8 @@ def lattice_features(lattice: Tensor, num_atoms: Tensor, mean: Sequence[float] =
     Shapes:
         lattice: ``(B, 6)``; num_atoms: ``(B,)`` -> ``(B, 6)``
     """
+    if lattice.dim() != 2 or lattice.shape[-1] != 6:
+        raise ValueError(f"lattice must be (B, 6): 3 lengths and 3 angles per system, got {tuple(lattice.shape)}")
     mu, sigma = _stats(mean, std, lattice)
     scale = num_atoms.to(lattice.dtype).clamp(min=1)[:, None] ** (1.0 / 3.0)  # (B, 1)
     phi = torch.cat([lattice[:, :3] / scale, lattice[:, 3:] * (math.pi / 180.0)], dim=-1)  # (B, 6)
@@ -242,7 +269,13 @@ class AtomAutoencoder(nn.Module):
         return model.eval()
 
     def encode(self, atoms: Atoms) -> tuple[Tensor, Tensor]:
-        """Posterior mean and log-variance, each ``(B, N, latent_dim)``, zero at padding."""
+        """Posterior mean and log-variance, each ``(B, N, latent_dim)``, zero at padding.
+
+        Raises:
+            ValueError: fields of the wrong type, dtype or shape, atomic numbers outside
+                ``0..max_z``, system kinds other than molecule/crystal, NaN/inf positions.
+        """
+        _check_atoms(atoms, self.type_embed.weight.dtype)
         if atoms.atom_types.numel() and (atoms.atom_types.max() > self.max_z or atoms.atom_types.min() < 0):
             raise ValueError(f"atomic numbers must lie in 0..{self.max_z}, got range "
                              f"{int(atoms.atom_types.min())}..{int(atoms.atom_types.max())}")

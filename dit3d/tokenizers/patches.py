@@ -21,6 +21,7 @@ reshapes and permutations: the round trip is exact, and gradients pass unchanged
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from math import prod
 
@@ -32,9 +33,11 @@ __all__ = ["PatchTokenizer2D", "patchify_2d", "patchify_grid", "unpatchify_2d", 
 
 def _as_tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
     """``p`` -> ``(p,) * n``; a sequence must have ``n`` positive ints."""
-    if isinstance(value, bool):
+    ok = isinstance(value, numbers.Integral) or (isinstance(value, Sequence) and all(
+        isinstance(v, numbers.Integral) for v in value))
+    if isinstance(value, bool) or not ok:
         raise ValueError(f"{name} must be a positive int or {n} positive ints, got {value!r}")
-    out = (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
+    out = (int(value),) * n if isinstance(value, numbers.Integral) else tuple(int(v) for v in value)
     if len(out) != n or any(v < 1 for v in out):
         raise ValueError(f"{name} must be a positive int or {n} positive ints (one per grid axis), got {value!r}")
     return out
@@ -192,10 +195,21 @@ class PatchTokenizer2D(nn.Module):
         return self.patch_size[0] * self.patch_size[1] * self.channels
 
     def encode(self, images: Tensor) -> Tensor:
+        """Tokens ``(B, T, p_h p_w C)`` of images ``(B, C, H, W)``.
+
+        Raises:
+            ValueError: not a floating-point tensor of this tokenizer's image shape, or NaN/inf.
+        """
         expected = (self.channels, *self.image_size)
+        if not isinstance(images, Tensor) or not images.is_floating_point():
+            what = f"a {images.dtype} tensor" if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be a floating-point torch.Tensor (B, {', '.join(map(str, expected))}), "
+                             f"got {what}; scale them to [-1, 1] as float32")
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}) for this tokenizer, "
                              f"got {tuple(images.shape)}; build the model for the image size you feed it")
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or inf; check the data pipeline and the noise schedule")
         return patchify_2d(images, self.patch_size)  # (B, T, p_h p_w C)
 
     def decode(self, tokens: Tensor) -> Tensor:

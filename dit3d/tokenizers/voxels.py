@@ -24,12 +24,18 @@ produces those tokens, and the denoiser's input ``Linear`` embeds them.
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def _check_points(points: Tensor, name: str = "points") -> None:
+    if not isinstance(points, Tensor) or not points.is_floating_point():
+        what = f"a {points.dtype} tensor" if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"{name} must be a floating-point torch.Tensor (B, N, 3), got {what}; "
+                         "convert with torch.as_tensor(x, dtype=torch.float32)")
     if points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f"{name} must have shape (B, N, 3), got {tuple(points.shape)}")
     if points.shape[1] == 0:
@@ -49,10 +55,16 @@ def voxel_coords(points: Tensor, resolution: int, eps: float = 1e-6) -> Tensor:
 
     Shapes:
         points: ``(B, N, 3)`` -> ``(B, N, 3)``, no gradient
+
+    Raises:
+        ValueError: not a floating-point tensor ``(B, N, 3)``, no points, NaN/inf, or a
+            cloud too large for its dtype.
     """
     _check_points(points)
     centred = points - points.mean(dim=1, keepdim=True)  # (B, N, 3)
     radius = centred.norm(dim=-1).amax(dim=1)[:, None, None]  # (B, 1, 1)
+    if not torch.isfinite(radius).all():
+        raise ValueError(f"points are too large for {points.dtype}: a cloud's radius overflows; rescale the clouds")
     u = centred / (2 * radius + eps) + 0.5  # (B, N, 3) in [0, 1]
     return (u * resolution).clamp(0, resolution - 1)  # (B, N, 3)
 
@@ -163,7 +175,8 @@ class VoxelTokenizer(nn.Module):
 
     def __init__(self, resolution: int = 32, patch_size: int = 4) -> None:
         super().__init__()
-        if resolution < 2 or patch_size < 1 or resolution % patch_size:
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (resolution, patch_size)) or (
+                resolution < 2 or patch_size < 1 or resolution % patch_size):
             raise ValueError(f"patch_size {patch_size} must divide resolution {resolution} (>= 2); "
                              "e.g. resolution 32 with patch 2, 4 or 8")
         self.resolution, self.patch_size = resolution, patch_size
@@ -180,6 +193,7 @@ class VoxelTokenizer(nn.Module):
         return 3 * self.patch_size**3
 
     def encode(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Tokens and voxel coordinates of clouds; raises ValueError as :func:`voxel_coords`."""
         coords = voxel_coords(points, self.resolution)  # (B, N, 3)
         grid = voxelize(points, coords, self.resolution)  # (B, 3, r, r, r)
         return patchify(grid, self.patch_size), coords  # (B, T, p^3*3), (B, N, 3)
