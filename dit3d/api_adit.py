@@ -111,6 +111,7 @@ class ADiTGenerator:
             ae, dit, flow = AtomAutoencoder(**config["autoencoder"]), DiT(**config["dit"]), FlowMatching(**config["flow"])
         except (TypeError, ValueError) as e:
             raise PretrainedError(f"{directory}: bad config ({e}); re-export the model") from None
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}  # float16 folders
         part = lambda prefix: {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
         load_state_strict(ae, part("autoencoder."), str(directory))
         load_state_strict(dit, part("dit."), str(directory))
@@ -120,16 +121,23 @@ class ADiTGenerator:
         return cls(ae.eval(), dit.eval(), flow, weights["latent_mean"], weights["latent_std"],
                    weights["atom_count_hist"], config.get("sampling"), config["flow"])
 
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict[str, Any] | None = None,
+                        weights_dtype: str = "float32") -> Path:
         """Weights (safetensors) and config (JSON) together; ``extra`` is stored in the config.
         The folder's kind names every system the model was trained on, so a joint model
-        saved from either generator loads as both."""
-        state = {f"autoencoder.{k}": v for k, v in self.autoencoder.state_dict().items()}
-        state |= {f"dit.{k}": v for k, v in self.dit.state_dict().items()}
+        saved from either generator loads as both. ``weights_dtype="float16"`` stores the
+        network weights rounded to half precision (half the size; loading computes in
+        float32 again); the latent statistics and histogram stay float32."""
+        if weights_dtype not in ("float32", "float16"):
+            raise ValueError(f"weights_dtype must be 'float32' or 'float16', got {weights_dtype!r}")
+        dtype = getattr(torch, weights_dtype)
+        cast = lambda v: v.to(dtype) if v.is_floating_point() else v  # noqa: E731
+        state = {f"autoencoder.{k}": cast(v) for k, v in self.autoencoder.state_dict().items()}
+        state |= {f"dit.{k}": cast(v) for k, v in self.dit.state_dict().items()}
         state |= {"latent_mean": self.latent_mean, "latent_std": self.latent_std,
                   "atom_count_hist": self.atom_count_hist}
         config = {"autoencoder": self.autoencoder.config, "dit": self.dit.config, "flow": self.flow_config,
-                  "sampling": self.sampling}
+                  "sampling": self.sampling, "weights_dtype": weights_dtype}
         clash = set(extra or {}) & (set(config) | {"kind"})
         if clash:
             raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")

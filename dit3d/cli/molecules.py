@@ -127,6 +127,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
+                   help="float16 halves the folder; sampling still computes in float32")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
     p.set_defaults(run=run_export)
 
@@ -143,5 +145,6 @@ def run_export(args: argparse.Namespace) -> None:
     cls = MoleculeGenerator if kinds[0] == 0 else CrystalGenerator  # either saves every trained kind
     gen = cls.from_lightning(module, {"steps": args.steps, "solver": args.solver, "guidance": args.guidance})
     notes = parse_notes(args.note)
-    gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}})
+    gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}},
+                        weights_dtype=args.weights_dtype)
     print(f"wrote {args.output}", file=sys.stderr)
