@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from dit3d.cli import main
 from dit3d.memory import MemoryGuard, MemoryLimitError, parse_size, peak_rss_bytes, refuse_if_over, rss_bytes
@@ -88,6 +88,11 @@ class Tiny(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+class TinyData(LightningDataModule):
+    def train_dataloader(self):
+        return Tiny().train_dataloader()
+
+
 def fit(guard: MemoryGuard, steps: int = 3) -> Trainer:
     trainer = Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=[guard])
@@ -103,3 +108,11 @@ def test_memory_guard_stops_a_run_over_its_limit_at_the_first_step():
     assert fit(generous).global_step == 3 and generous.peak > 0
     with pytest.raises(ValueError, match="check_every_n_steps"):
         MemoryGuard("1G", check_every_n_steps=0)
+
+
+def test_dit3d_fit_with_memory_guard_exits_with_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"dit3d fit: error: training uses .* over the limit"):
+        main(["fit", "--model", "test_memory.Tiny", "--data", "test_memory.TinyData", "--trainer.max_steps", "2", "--trainer.logger", "false",
+              "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=dit3d.memory.MemoryGuard",
+              "--trainer.callbacks.limit=1M"])

@@ -20,8 +20,13 @@ def lightning_main(argv: list[str]) -> None:
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
-                 subclass_mode_data=True, args=argv, save_config_kwargs={"overwrite": True})
+    from dit3d.memory import MemoryLimitError
+
+    try:
+        LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                     subclass_mode_data=True, args=argv, save_config_kwargs={"overwrite": True})
+    except MemoryLimitError as e:  # MemoryGuard in trainer.callbacks: a message, not a traceback
+        raise SystemExit(f"dit3d {argv[0]}: error: {e}") from None
 
 
 def presets_main() -> None:
