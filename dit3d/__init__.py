@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["CrystalGenerator", "ImageGenerator", "MoleculeGenerator", "ShapeGenerator", "__version__"]
+__all__ = ["CrystalGenerator", "ImageGenerator", "MoleculeGenerator", "ShapeGenerator", "VideoGenerator",
+           "__version__"]
 
 #: top-level generator -> the module defining it
 _GENERATORS = {"MoleculeGenerator": "dit3d.api", "CrystalGenerator": "dit3d.api_crystals",
-               "ShapeGenerator": "dit3d.api_shapes", "ImageGenerator": "dit3d.api_images"}
+               "ShapeGenerator": "dit3d.api_shapes", "ImageGenerator": "dit3d.api_images",
+               "VideoGenerator": "dit3d.api_video"}
 
 
 def __getattr__(name: str) -> Any:

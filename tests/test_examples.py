@@ -19,7 +19,8 @@ def test_quickstart_learns_circles():
     assert 1.2 < float(radius.group(1)) < 1.8
 
 
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # snippets that write files write them here
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert blocks, "README has no python example"
     for block in blocks:
