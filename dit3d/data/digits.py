@@ -145,7 +145,41 @@ class DigitsDataset(Dataset):
         return {"image": self.images[i], "label": self.labels[i]}
 
 
-class DigitsDataModule(LightningDataModule):
+class DigitsLoadersMixin:
+    """Train/val/test loaders of a data module over the digit splits (also used by
+    :class:`~dit3d.data.moving_digits.MovingDigitsDataModule`); validation and test read
+    the held-out ``"test"`` split. Needs ``_dataset(split)``, ``batch_size``, ``seed``,
+    ``drop_last``, ``num_workers`` and Lightning's ``trainer``."""
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # The training order depends on (seed, epoch) only and the loader is stateful, so a
+        # run resumed from a checkpoint (even one saved mid-epoch) sees the batches of an
+        # uninterrupted one; the loader's own generator keeps the global RNG untouched.
+        ds = self._dataset(split)
+        sampler = None
+        if shuffle:
+            sampler = EpochShuffleSampler(ds, seed=self.seed)
+            if self.trainer is not None:  # outside a Trainer the epoch advances with each pass
+                sampler.set_epoch(self.trainer.current_epoch)
+        return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=False,
+                                   generator=torch.Generator().manual_seed(self.seed),
+                                   drop_last=self.drop_last and shuffle, num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class DigitsDataModule(DigitsLoadersMixin, LightningDataModule):
     """Loaders of the digits: batches ``{"image": (B, 1, S, S) float32 in [-1, 1], "label": (B,) int64}``.
 
     The training split is shuffled per epoch by ``seed + epoch`` (a rerun sees the
@@ -215,30 +249,3 @@ class DigitsDataModule(LightningDataModule):
     @property
     def test_dataset(self) -> DigitsDataset:
         return self._dataset("test")
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        # The training order depends on (seed, epoch) only and the loader is stateful, so a
-        # run resumed from a checkpoint (even one saved mid-epoch) sees the batches of an
-        # uninterrupted one; the loader's own generator keeps the global RNG untouched.
-        ds = self._dataset(split)
-        sampler = None
-        if shuffle:
-            sampler = EpochShuffleSampler(ds, seed=self.seed)
-            if self.trainer is not None:  # outside a Trainer the epoch advances with each pass
-                sampler.set_epoch(self.trainer.current_epoch)
-        return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=False,
-                                   generator=torch.Generator().manual_seed(self.seed),
-                                   drop_last=self.drop_last and shuffle, num_workers=self.num_workers,
-                                   persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -36,10 +36,9 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from dit3d.data.digits import DIGITS_SPLITS, digit_images, digits_split
-from dit3d.data.samplers import EpochShuffleSampler, ResumableDataLoader
+from dit3d.data.digits import DIGITS_SPLITS, DigitsLoadersMixin, digit_images, digits_split
 
 __all__ = ["MovingDigits", "MovingDigitsDataModule", "bounce", "render_clip"]
 
@@ -169,7 +168,7 @@ def check_settings(num_sequences: int, num_frames: int, image_size: int, digit_s
         raise ValueError(f"speed must be (v_min, v_max) pixels per frame with 0 <= v_min <= v_max, got {speed!r}")
 
 
-class MovingDigitsDataModule(LightningDataModule):
+class MovingDigitsDataModule(DigitsLoadersMixin, LightningDataModule):
     """Loaders of the moving digits: batches ``{"video": (B, 1, F, S, S) float32 in [-1, 1],
     "label": (B, K), "digit": (B, K), "position": (B, K, F, 2)}``.
 
@@ -224,27 +223,3 @@ class MovingDigitsDataModule(LightningDataModule):
             raise ValueError(f"unknown stage {stage!r}; expected one of {tuple(_STAGE_SPLITS)} or None")
         for split in _STAGE_SPLITS[stage] if stage else DIGITS_SPLITS:
             self._dataset(split)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        ds = self._dataset(split)
-        sampler = None
-        if shuffle:
-            sampler = EpochShuffleSampler(ds, seed=self.seed)
-            if self.trainer is not None:
-                sampler.set_epoch(self.trainer.current_epoch)
-        return ResumableDataLoader(ds, batch_size=self.batch_size, sampler=sampler, shuffle=False,
-                                   generator=torch.Generator().manual_seed(self.seed),
-                                   drop_last=self.drop_last and shuffle, num_workers=self.num_workers,
-                                   persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
