@@ -141,6 +141,37 @@ def test_image_dit_resumes_exactly_mid_epoch(tmp_path):
     assert model.ema_model is not None
 
 
+def test_video_dit_resumes_exactly_mid_epoch(tmp_path):
+    pytest.importorskip("sklearn")
+    from dit3d.data import MovingDigitsDataModule
+    from dit3d.models import VideoDiTModule
+
+    # 40 clips in batches of 8 = 5 batches an epoch; cut at step 3 (mid-epoch 0), resume to 7 (into epoch 1).
+    # Task masks, t and noise come from the global RNG, so this also checks its restoration.
+    model = assert_resumes_exactly(
+        lambda: VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, hidden_size=48, num_heads=4,
+                               prediction="v", lr=2e-3, warmup_steps=3, ema_decay=0.9),
+        lambda: MovingDigitsDataModule(batch_size=8, num_frames=4, image_size=16, digit_size=8, num_train=40,
+                                       num_test=8), tmp_path, K=7, k=3)
+    assert model.ema_model is not None
+
+
+def test_joint_autoencoder_resumes_exactly_mid_epoch(qm9_root, tmp_path):
+    from test_adit_crystals import structures, write_csv
+
+    from dit3d.data import JointDataModule
+    from dit3d.models import ADiTAutoencoderModule
+
+    train = write_csv(tmp_path / "train.csv", structures())
+    crystals = {"train_files": [str(train)], "root": str(tmp_path / "cache"), "progress": False}
+    # the crystal path of stage 1: random periodic translations and the lattice/fractional heads
+    assert_resumes_exactly(
+        lambda: ADiTAutoencoderModule(hidden_size=32, depth=1, num_heads=4, latent_dim=4, lr=3e-3, warmup_steps=4),
+        lambda: JointDataModule(qm9={"train_subset": 24, "val_subset": 8}, crystals=crystals, batch_size=8,
+                                crystal_fraction=0.25, seed=3),
+        tmp_path)
+
+
 def test_joint_latent_dit_resumes_exactly_mid_epoch(qm9_root, tmp_path):
     from test_adit_crystals import structures, write_csv
 
