@@ -36,8 +36,10 @@ class VideoDiTModule(DDPMModule):
     :math:`\tilde x_t = m \odot x_0 + (1 - m) \odot x_t` the loss is
 
     .. math::
-        L = \frac{\sum (1 - m) \odot (\epsilon - \hat\epsilon_\theta(\tilde x_t, t, m))^2}{\sum (1 - m)}
+        L = \frac{\sum (1 - m) \odot (y - f_\theta(\tilde x_t, t, m))^2}{\sum (1 - m)}
 
+    with the target :math:`y` = :math:`\epsilon`, :math:`x_0` or
+    :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1 - \bar\alpha_t}\,x_0` by ``prediction``
     (:func:`~dit3d.objectives.known_training_loss`): the given tokens enter clean, the
     network is told which they are, and only generated tokens are scored. Sampling
     (DDIM by default, EMA weights) takes any mask, so the one network serves every task.
@@ -55,6 +57,10 @@ class VideoDiTModule(DDPMModule):
         task_weights: task -> training weight (default
             :data:`~dit3d.models.video_masks.DEFAULT_TASK_WEIGHTS`).
         num_timesteps, schedule, beta_start, beta_end: the DDPM beta schedule.
+        prediction: what the network outputs, ``"eps"``, ``"x0"`` or ``"v"`` (Salimans & Ho
+            2022). With ``"eps"`` the squared error of :math:`\hat x_0` is weighted by the
+            signal-to-noise ratio, so the noisy steps, where only the given frames tell
+            where the digit is, barely count; ``"v"`` weights them by SNR + 1 instead.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         ema_decay: decay of the weight average that sampling uses; 0 disables it.
 
@@ -69,8 +75,8 @@ class VideoDiTModule(DDPMModule):
                  attention: str | Sequence[str] = "factorised", depth: int | None = None,
                  hidden_size: int | None = None, num_heads: int | None = None,
                  task_weights: dict[str, float] | None = None, num_timesteps: int = 1000, schedule: str = "linear",
-                 beta_start: float = 1e-4, beta_end: float = 0.02, lr: float = 1e-4, weight_decay: float = 0.0,
-                 warmup_steps: int = 0, ema_decay: float = 0.9999) -> None:
+                 beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "eps", lr: float = 1e-4,
+                 weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.9999) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.task_weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
@@ -83,13 +89,14 @@ class VideoDiTModule(DDPMModule):
                 raise ValueError(f"task {task!r} needs at least {need} time slots, the clips have {grid[0]} "
                                  f"(num_frames / time_patch); set its weight to 0 or use more frames")
         self.ema_model = ema_copy(self.model, ema_decay)
-        self.diffusion = GaussianDiffusion(num_timesteps, schedule, "eps", beta_start, beta_end)
+        self.diffusion = GaussianDiffusion(num_timesteps, schedule, prediction, beta_start, beta_end)
 
     @property
     def diffusion_config(self) -> dict:
         """:class:`~dit3d.objectives.GaussianDiffusion` arguments of this module (JSON-ready)."""
         hp = self.hparams
-        return dict(num_timesteps=int(hp.num_timesteps), schedule=str(hp.schedule), prediction="eps",
+        return dict(num_timesteps=int(hp.num_timesteps), schedule=str(hp.schedule),
+                    prediction=str(self.diffusion.prediction),
                     beta_start=float(hp.beta_start), beta_end=float(hp.beta_end))
 
     def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, None]:
