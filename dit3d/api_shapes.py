@@ -128,9 +128,7 @@ class ShapeGenerator(DDPMGenerator):
         hp = getattr(module, "hparams", {})
         if not hasattr(module, "sampling_model") or "num_timesteps" not in hp:
             raise TypeError(f"from_lightning expects a DiT3DModule, got {type(module).__name__}")
-        diffusion = dict(num_timesteps=int(hp["num_timesteps"]), schedule="linear", prediction="eps",
-                         beta_start=float(hp["beta_start"]), beta_end=float(hp["beta_end"]))
-        return cls(module.sampling_model, diffusion, normalization_stats, categories, sampling)
+        return cls(module.sampling_model, module.diffusion_config, normalization_stats, categories, sampling)
 
     def _config_fields(self) -> dict[str, Any]:
         """Normalisation and category names for ``config.json``."""

@@ -60,6 +60,12 @@ class DDPMModule(RNGStateMixin, LightningModule):
         update_ema_(self.ema_model, self.model, step, self.hparams.ema_decay)
 
     @property
+    def diffusion_config(self) -> dict:
+        """:class:`~dit3d.objectives.GaussianDiffusion` arguments of this module (JSON-ready),
+        what generators store with the weights."""
+        return dict(self.diffusion.config)
+
+    @property
     def sampling_model(self) -> nn.Module:
         """The network sampling uses: the EMA copy when there is one."""
         return self.ema_model if self.ema_model is not None else self.model

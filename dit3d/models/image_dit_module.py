@@ -78,13 +78,6 @@ class ImageDiTModule(DDPMModule):
         self.ema_model = ema_copy(self.model, ema_decay)
         self.diffusion = GaussianDiffusion(num_timesteps, schedule, "eps", beta_start, beta_end)
 
-    @property
-    def diffusion_config(self) -> dict:
-        """:class:`~dit3d.objectives.GaussianDiffusion` arguments of this module (JSON-ready)."""
-        hp = self.hparams
-        return dict(num_timesteps=int(hp.num_timesteps), schedule=str(hp.schedule), prediction="eps",
-                    beta_start=float(hp.beta_start), beta_end=float(hp.beta_end))
-
     def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         return image_batch(batch)
 

@@ -59,6 +59,8 @@ class GaussianDiffusion(DDPMSamplingMixin):
         >>> x_t = diffusion.q_sample(torch.zeros(2, 5, 3), torch.tensor([0, 99]))
         >>> x_t.shape
         torch.Size([2, 5, 3])
+        >>> GaussianDiffusion(**diffusion.config).prediction  # rebuilt from its config
+        'v'
     """
 
     def __init__(self, num_timesteps: int = 1000, schedule: str = "linear", prediction: str = "eps",
@@ -67,6 +69,9 @@ class GaussianDiffusion(DDPMSamplingMixin):
         kwargs = {"beta_start": beta_start, "beta_end": beta_end} if schedule == "linear" else {}
         self.num_timesteps = num_timesteps
         self.prediction = prediction
+        #: the constructor arguments (JSON-ready), stored with the weights by generators
+        self.config = dict(num_timesteps=int(num_timesteps), schedule=str(schedule), prediction=str(prediction),
+                           beta_start=float(beta_start), beta_end=float(beta_end))
         self.betas = get_beta_schedule(schedule, num_timesteps, **kwargs)
         self._precompute(self.betas)
 
