@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def positive_int(text: str) -> int:
@@ -24,3 +25,25 @@ def ddpm_export_steps(sampler: str, steps: int | None) -> int | None:
     if sampler == "ddpm" and steps is not None:
         raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
     return None if sampler == "ddpm" else (steps or 50)
+
+
+def add_ddpm_export_args(p: argparse.ArgumentParser, module: str) -> None:
+    """The arguments every DDPM ``dit3d export`` takes: checkpoint, ``-o``, ``--sampler``,
+    ``--steps``, ``--note``."""
+    p.add_argument("checkpoint", help=f"{module} .ckpt from `dit3d fit`")
+    p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
+    p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
+
+
+def fit_provenance(checkpoint: str, notes: dict[str, str]) -> dict[str, Any]:
+    """Provenance of a folder exported from a ``dit3d fit`` checkpoint (one the module
+    loader has already read): the path, its epoch and step, the data module's settings
+    (``data``) and the ``--note`` values."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
+    return {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step"),
+            "data": data or None, **notes}

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import ddpm_export_steps, parse_notes, positive_int
+from dit3d.cli.common import add_ddpm_export_args, ddpm_export_steps, fit_provenance, parse_notes, positive_int
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -264,32 +264,21 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                        description="Store the EMA network, the DDPM schedule, the class names and default sampling "
                                    "options; the provenance records the checkpoint, its epoch and step, the data "
                                    "module's settings and any --note KEY=VALUE.")
-    p.add_argument("checkpoint", help="ImageDiTModule .ckpt from `dit3d fit`")
-    p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
+    add_ddpm_export_args(p, "ImageDiTModule")
     p.add_argument("--guidance", type=float, help="default classifier-free guidance scale (default: "
                                                   "ImageGenerator's, 4)")
-    p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
     p.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
-    import torch
-
     from dit3d.api_images import ImageGenerator, load_image_dit_checkpoint
 
     notes = parse_notes(args.note)
     steps = ddpm_export_steps(args.sampler, args.steps)
     module = load_image_dit_checkpoint(args.checkpoint)
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)  # readable: the loader succeeded
-    data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     sampling: dict[str, Any] = {"sampler": args.sampler, "steps": steps}
     if args.guidance is not None:
         sampling["guidance"] = args.guidance
     gen = ImageGenerator.from_lightning(module, sampling=sampling)
-    provenance = {"checkpoint": str(args.checkpoint), "epoch": ckpt.get("epoch"),
-                  "global_step": ckpt.get("global_step"), "data": data or None,
-                  **notes}
-    gen.save_pretrained(args.output, extra={"provenance": provenance})
+    gen.save_pretrained(args.output, extra={"provenance": fit_provenance(args.checkpoint, notes)})
     print(f"wrote {args.output}", file=sys.stderr)
