@@ -25,5 +25,6 @@ def test_cpu_config_matches_the_yaml():
     assert CPU_CONFIG == {"trunk": model["trunk"], "patch_size": model["patch_size"],
                           "time_patch": model["time_patch"], "num_frames": model["num_frames"],
                           "image_size": model["image_size"], "attention": model["attention"],
+                          "prediction": model["prediction"],
                           "batch": data["batch_size"], "ema_decay": model["ema_decay"]}
     assert data["num_frames"] == model["num_frames"] and data["image_size"] == model["image_size"]

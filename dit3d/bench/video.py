@@ -3,10 +3,11 @@ what factorised attention saves over joint attention at 16 frames.
 
 - ``step_s`` / ``mfu``: the model and batch of ``configs/video/moving_digits_cpu.yaml``
   (:data:`CPU_CONFIG`) on random clips: one train step of
-  :class:`~dit3d.models.VideoDiTModule` (task masks, noising, forward, masked epsilon MSE,
-  backward, fused AdamW, EMA update). FLOPs are counted by torch's ``FlopCounterMode``
-  (matmuls and attention, forward and backward; :func:`dit3d.bench.timing.count_flops`)
-  and divided by the step time and the fp32 matmul peak measured in the same run.
+  :class:`~dit3d.models.VideoDiTModule` (task masks, noising, forward, masked MSE of the
+  config's target, v, backward, fused AdamW, EMA update). FLOPs are counted by torch's
+  ``FlopCounterMode`` (matmuls and attention, forward and backward;
+  :func:`dit3d.bench.timing.count_flops`) and divided by the step time and the fp32
+  matmul peak measured in the same run.
 - ``f16_*``: 16 frames of 32x32 in 4x4 patches (a ``(16, 8, 8)`` grid, 1,024 tokens) on
   the same trunk, batch 4, once with factorised attention in every block (attention
   within each frame, then across frames) and once with joint space-time attention.
@@ -28,7 +29,8 @@ from dit3d.bench.timing import _cpu_attention_formulas, count_flops, matmul_peak
 
 #: the model and batch of configs/video/moving_digits_cpu.yaml (kept equal by tests/test_bench_video.py)
 CPU_CONFIG: dict[str, Any] = {"trunk": "DiT-Mini", "patch_size": 8, "time_patch": 1, "num_frames": 8,
-                              "image_size": 32, "attention": "joint", "batch": 32, "ema_decay": 0.998}
+                              "image_size": 32, "attention": "joint", "prediction": "v", "batch": 32,
+                              "ema_decay": 0.998}
 
 
 def make_module(trunk: str, patch_size: int, time_patch: int, num_frames: int, image_size: int, attention: str,
@@ -83,7 +85,8 @@ def run(quick: bool = False, frames16_batch: int = 4, frames16_depth: int | None
     peak = matmul_peak_gflops()
     cfg = CPU_CONFIG
     small = measure(make_module(cfg["trunk"], cfg["patch_size"], cfg["time_patch"], cfg["num_frames"],
-                                cfg["image_size"], cfg["attention"], cfg["ema_decay"]), cfg["batch"], repeats, warmup)
+                                cfg["image_size"], cfg["attention"], cfg["ema_decay"], prediction=cfg["prediction"]),
+                    cfg["batch"], repeats, warmup)
     f16 = {}
     for attention in ("factorised", "joint"):
         module = make_module(cfg["trunk"], 4, 1, 16, 32, attention, depth=frames16_depth)
@@ -115,5 +118,6 @@ def run(quick: bool = False, frames16_batch: int = 4, frames16_depth: int | None
         "f16_step_flop_ratio": round(fact["gflop_per_step"] / joint["gflop_per_step"], 4),
         "f16_step_time_ratio": round(fact["step_s"] / joint["step_s"], 4),
         "repeats": repeats,
-        "step": "DDPM train step with task masks: noise, forward, masked eps MSE, backward, fused AdamW, EMA update",
+        "step": f"DDPM train step with task masks: noise, forward, masked {cfg['prediction']} MSE, backward, fused "
+                "AdamW, EMA update",
     }
