@@ -208,9 +208,7 @@ class VideoGenerator(DDPMGenerator):
             raise ValueError(f"context_frames must be an int multiple of the time patch ({pt}), got {context_frames!r}")
         return task_mask(task, self.net.tokenizer.grid_size, None if context_frames is None else context_frames // pt)
 
-    def test_clips(self, n: int, start: int = 0) -> Tensor:
-        """Held-out moving-digits clips ``start .. start + n - 1`` drawn with the training data's
-        settings (test split: digits the model never saw), ``(n, C, F, H, W)``."""
+    def _test_split(self, n: int, start: int) -> Any:
         from dit3d.data.moving_digits import MovingDigits
 
         C, F, H, W = self.video_shape
@@ -219,8 +217,18 @@ class VideoGenerator(DDPMGenerator):
             raise ValueError(f"the stored data settings {settings} do not match the network's clips (C, F, H, W) = "
                              f"{(C, F, H, W)}; moving digits are grey and square")
         settings.update(num_frames=F, image_size=H)
-        ds = MovingDigits("test", num_sequences=start + positive_int(n, "n"), **settings)
-        return ds.videos(range(start, start + n))
+        return MovingDigits("test", num_sequences=start + positive_int(n, "n"), **settings)
+
+    def test_clips(self, n: int, start: int = 0) -> Tensor:
+        """Held-out moving-digits clips ``start .. start + n - 1`` drawn with the training data's
+        settings (test split: digits the model never saw), ``(n, C, F, H, W)``."""
+        return self._test_split(n, start).videos(range(start, start + n))
+
+    def test_labels(self, n: int, start: int = 0) -> Tensor:
+        """The digit classes ``(n, K)`` int64 of the clips :meth:`test_clips` returns (``K``
+        digits per clip)."""
+        ds = self._test_split(n, start)
+        return torch.stack([ds[i]["label"] for i in range(start, start + n)])
 
     @torch.no_grad()
     def complete(self, context: Tensor, given: Tensor, seed: int | None = None, progress: bool = False,

@@ -93,6 +93,9 @@ def test_evaluate_prints_per_task_mse_psnr_and_writes_strips(model_dir, tmp_path
     assert pred["mse"] > 0 and pred["psnr"] > 0 and pred["clips"] == 3
     assert pred["given_frames"] == [1, 1, 0, 0] and result["tasks"]["interpolate"]["given_frames"] == [1, 0, 0, 1]
     assert pred["baseline_copy_nearest_given_frame"]["mse"] > 0
+    acc = pred["digit_accuracy"]
+    assert acc["frames"] == 3 * 2 and "digits_classifier" in acc["judge"]
+    assert all(0.0 <= acc[k] <= 1.0 for k in ("generated", "ground_truth", "copy_baseline"))
     assert json.loads(out.read_text()) == result
     assert (tmp_path / "res_predict.png").is_file() and (tmp_path / "res_interpolate.png").is_file()
 

@@ -1,10 +1,10 @@
-"""Video metrics: MSE/PSNR on generated pixels only, on the [0, 1] scale; the copy baseline."""
+"""Video metrics: MSE/PSNR on generated pixels only, on the [0, 1] scale; the copy baseline; digit accuracy."""
 import math
 
 import numpy as np
 import pytest
 
-from dit3d.metrics.video import PSNR_CAP_DB, copy_baseline, masked_mse_psnr
+from dit3d.metrics.video import PSNR_CAP_DB, copy_baseline, digit_accuracy, digit_crops, masked_mse_psnr
 
 
 def test_mse_and_psnr_count_generated_pixels_only():
@@ -32,3 +32,38 @@ def test_copy_baseline_uses_the_nearest_given_frame():
     assert (out[1] == -1).all()  # nothing given: a blank canvas
     with pytest.raises(ValueError, match="given_frames must be"):
         copy_baseline(truth, given[:, :4])
+
+
+def test_digit_crops_centre_on_the_ink_and_stay_on_the_canvas():
+    clips = -np.ones((1, 1, 3, 10, 10))
+    clips[0, 0, 0, 4:6, 4:6] = 1.0  # centroid (4.5, 4.5): the 4x4 window from (3, 3)
+    clips[0, 0, 1, 0, 9] = 1.0  # corner ink: the window is clamped to the canvas
+    crops = digit_crops(clips, size=4)
+    assert crops.shape == (1, 3, 1, 4, 4)
+    assert np.argwhere(crops[0, 0, 0] > 0).tolist() == [[1, 1], [1, 2], [2, 1], [2, 2]]
+    assert np.argwhere(crops[0, 1, 0] > 0).tolist() == [[0, 3]]
+    assert (crops[0, 2] == -1).all()  # no ink: the central window of a blank frame
+    with pytest.raises(ValueError, match="grey clips"):
+        digit_crops(np.zeros((1, 3, 2, 8, 8)))
+
+
+def test_digit_accuracy_reads_real_clips_and_not_blank_or_mislabelled_ones():
+    pytest.importorskip("sklearn.datasets")
+    import torch
+
+    from dit3d.data.moving_digits import MovingDigits
+
+    ds = MovingDigits("test", 64, num_frames=4)
+    clips = ds.videos(range(64))
+    labels = torch.stack([ds[i]["label"][0] for i in range(64)])
+    every = np.ones((64, 4), dtype=bool)
+    assert digit_accuracy(clips, labels, every) > 0.9  # held-out digits, 0.976 on 256 clips x 8 frames
+    assert digit_accuracy(clips, labels.roll(1), every) < 0.3
+    assert digit_accuracy(-torch.ones_like(clips), labels, every) < 0.3
+    only_first = np.zeros((64, 4), dtype=bool)
+    only_first[:, 0] = True
+    broken = clips.clone()
+    broken[:, :, 1:] = -1.0  # blank all but the first frame: scoring only frame 0 does not see it
+    assert digit_accuracy(broken, labels, only_first) == digit_accuracy(clips, labels, only_first)
+    with pytest.raises(ValueError, match="no frame chosen"):
+        digit_accuracy(clips, labels, ~every)

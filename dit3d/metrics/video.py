@@ -17,13 +17,23 @@ index. A clip reproduced exactly would have infinite PSNR; it is capped at 100 d
 :func:`copy_baseline` is the reference to read them against: every generated frame is
 replaced by the nearest wholly given frame in time (the earlier one on ties), or by a
 blank canvas when no frame is wholly given. A model that has learnt the motion beats it.
+
+Pixel errors do not say whether a generated frame still shows a *recognisable* digit (a
+blurred blob can score a fair MSE). :func:`digit_accuracy` asks the shipped digit
+classifier (:mod:`dit3d.metrics.images`, the judge of the image DiT) about each generated
+frame: it crops the ``16 x 16`` window centred on the frame's ink centroid
+(:func:`digit_crops`) and counts the frames classified as the clip's source digit. The
+same score of the ground-truth frames is its ceiling (the crop is not the digit's exact
+box).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-__all__ = ["PSNR_CAP_DB", "copy_baseline", "masked_mse_psnr"]
+__all__ = ["PSNR_CAP_DB", "copy_baseline", "digit_accuracy", "digit_crops", "masked_mse_psnr"]
 
 #: PSNR of an exact reconstruction (MSE 0) is reported as this
 PSNR_CAP_DB = 100.0
@@ -99,3 +109,68 @@ def copy_baseline(truth: Tensor | np.ndarray, given_frames: Tensor | np.ndarray)
         nearest = src[np.argmin(np.abs(frames[:, None] - src[None, :]), axis=1)]  # (F,), earliest on ties
         out[i] = t[i][:, nearest]
     return out
+
+
+def digit_crops(clips: Tensor | np.ndarray, size: int = 16) -> np.ndarray:
+    """The ``size x size`` window of every frame centred on its ink centroid (clamped to the
+    canvas; a frame without ink gives its central window).
+
+    The ink of a pixel is :math:`u = (x + 1) / 2` clipped to ``[0, 1]``; the window's corner
+    is the centroid minus :math:`(size - 1) / 2`, rounded.
+
+    Shapes:
+        clips: ``(n, 1, F, H, W)`` in ``[-1, 1]`` -> ``(n, F, 1, size, size)`` in ``[-1, 1]``
+
+    Example:
+        >>> clip = -np.ones((1, 1, 1, 8, 8)); clip[0, 0, 0, 5:7, 1:3] = 1.0
+        >>> crop = digit_crops(clip, size=4)[0, 0, 0]
+        >>> np.argwhere(crop > 0).min(0).tolist(), np.argwhere(crop > 0).max(0).tolist()  # the middle 2x2
+        ([1, 1], [2, 2])
+    """
+    a = np.clip(_array(clips, "clips"), -1.0, 1.0)
+    n, C, F, H, W = a.shape
+    if C != 1 or not 1 <= size <= min(H, W):
+        raise ValueError(f"digit_crops needs grey clips (C = 1) at least {size} pixels wide, got {a.shape}")
+    ink = (a[:, 0] + 1.0) / 2.0  # (n, F, H, W)
+    mass = ink.sum(axis=(2, 3))  # (n, F)
+    rows = (ink.sum(axis=3) * np.arange(H)).sum(-1) / np.maximum(mass, 1e-12)  # (n, F)
+    cols = (ink.sum(axis=2) * np.arange(W)).sum(-1) / np.maximum(mass, 1e-12)
+    rows, cols = np.where(mass > 0, rows, (H - 1) / 2), np.where(mass > 0, cols, (W - 1) / 2)
+    top = np.clip(np.rint(rows - (size - 1) / 2), 0, H - size).astype(int)
+    left = np.clip(np.rint(cols - (size - 1) / 2), 0, W - size).astype(int)
+    out = np.empty((n, F, 1, size, size), dtype=np.float32)
+    for i in range(n):
+        for f in range(F):
+            out[i, f, 0] = a[i, 0, f, top[i, f]:top[i, f] + size, left[i, f]:left[i, f] + size]
+    return out
+
+
+def digit_accuracy(clips: Tensor | np.ndarray, labels: Tensor | np.ndarray, frames: Tensor | np.ndarray,
+                   classifier: Any = None) -> float:
+    """Share of the chosen frames whose centred crop (:func:`digit_crops`) the digit
+    classifier assigns to the clip's digit (module doc).
+
+    Args:
+        clips: one-digit clips in ``[-1, 1]``.
+        labels: the digit of each clip.
+        frames: bool, ``True`` = score this frame (e.g. the generated ones).
+        classifier: a :class:`~dit3d.metrics.images.DigitClassifier`, its folder, or
+            ``None`` for the shipped one; its image size is the crop size.
+
+    Shapes:
+        clips: ``(n, 1, F, H, W)``; labels: ``(n,)`` int; frames: ``(n, F)`` bool -> float
+    """
+    from dit3d.metrics.images import _classifier, predict_labels
+
+    net = _classifier(classifier)
+    crops = digit_crops(clips, net.image_shape[-1])  # (n, F, 1, s, s)
+    y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).astype(np.int64)
+    chosen = np.asarray(frames.cpu() if isinstance(frames, Tensor) else frames, dtype=bool)
+    if y.shape != crops.shape[:1] or chosen.shape != crops.shape[:2]:
+        raise ValueError(f"labels must be (n,) = {crops.shape[:1]} and frames (n, F) = {crops.shape[:2]}, got "
+                         f"{y.shape} and {chosen.shape}")
+    if not chosen.any():
+        raise ValueError("no frame chosen to score")
+    pred = predict_labels(crops[chosen], net)  # (frames chosen,)
+    truth = np.broadcast_to(y[:, None], chosen.shape)[chosen]
+    return float((pred == truth).mean())
