@@ -167,7 +167,7 @@ def test_cpu_config_builds_the_module_and_data():
     assert cfg["model"]["class_path"] == "dit3d.models.VideoDiTModule"
     assert cfg["data"]["class_path"] == "dit3d.data.MovingDigitsDataModule"
     m = VideoDiTModule(**cfg["model"]["init_args"])
-    assert m.model.video_shape == (1, 8, 32, 32) and m.model.tokenizer.num_tokens == 128
+    assert m.model.video_shape == (1, 8, 32, 32) and m.model.tokenizer.num_tokens == 512
     assert 0.5 < sum(p.numel() for p in m.model.parameters()) / 1e6 < 2.0
     pytest.importorskip("sklearn")
     from dit3d.data import MovingDigitsDataModule

@@ -28,8 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from dit3d.bench.timing import _cpu_attention_formulas, count_flops, matmul_peak_gflops, median_time
 
 #: the model and batch of configs/video/moving_digits_cpu.yaml (kept equal by tests/test_bench_video.py)
-CPU_CONFIG: dict[str, Any] = {"trunk": "DiT-Mini", "patch_size": 8, "time_patch": 1, "num_frames": 8,
-                              "image_size": 32, "attention": "joint", "prediction": "v", "batch": 32,
+CPU_CONFIG: dict[str, Any] = {"trunk": "DiT-Mini", "patch_size": 4, "time_patch": 1, "num_frames": 8,
+                              "image_size": 32, "attention": "joint", "prediction": "v", "batch": 16,
                               "ema_decay": 0.998}
 
 
