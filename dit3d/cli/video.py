@@ -152,8 +152,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                        description="For each task, complete -n held-out moving-digits clips (digits the model never "
                                    "saw) and score the generated pixels against the ground truth: MSE and PSNR on "
                                    "the [0, 1] intensity scale (dit3d.metrics.video), beside a baseline that copies "
-                                   "the nearest given frame, and (one-digit clips) the share of generated frames the shipped digit "
-                                   "classifier reads as the clip's digit. Prints one JSON line.")
+                                   "the nearest given frame, and (one-digit clips) the share of generated frames "
+                                   "the shipped digit classifier reads as the clip's digit. Prints one JSON line.")
     p.add_argument("--tasks", nargs="+", choices=[t for t in TASKS if t != "unconditional"],
                    default=["predict", "interpolate"])
     p.add_argument("-n", type=positive_int, default=64, help="clips per task")
@@ -163,29 +163,33 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_evaluate)
 
 
-def _digit_scores(gen: Any, clips: np.ndarray, truth: np.ndarray, known: np.ndarray, given_frames: np.ndarray,
-                  args: argparse.Namespace) -> dict[str, Any]:
-    """``{"digit_accuracy": {...}}`` of the frames with generated pixels (generated, ground
-    truth, copy baseline), or ``{}`` for clips of several digits or without the shipped judge."""
+def _digit_judge(gen: Any, args: argparse.Namespace) -> tuple[Any, np.ndarray] | None:
+    """The shipped digit classifier and the digit ``(n,)`` of each evaluated clip, or ``None``
+    for clips of several digits or without the classifier (no digit accuracy then)."""
     from dit3d.metrics.images import load_digit_classifier
-    from dit3d.metrics.video import copy_baseline, digit_accuracy
     from dit3d.pretrained import PretrainedError
 
-    labels = gen.test_labels(len(clips), args.start).numpy()  # (n, K)
+    labels = gen.test_labels(args.n, args.start).numpy()  # (n, K)
     if labels.shape[1] != 1:
-        return {}
+        return None
     try:
-        judge = load_digit_classifier()
+        return load_digit_classifier(), labels[:, 0]
     except PretrainedError as e:
         print(f"warning: no digit accuracy ({e})", file=sys.stderr)
-        return {}
+        return None
+
+
+def _digit_scores(judge: Any, labels: np.ndarray, known: np.ndarray,
+                  clips: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``{"digit_accuracy": {...}}`` of the frames with generated pixels, for each of ``clips``
+    (generated, ground truth, copy baseline)."""
+    from dit3d.metrics.video import digit_accuracy
+
     scored = (~known).reshape(*known.shape[:3], -1).any(-1)[:, 0]  # (n, F) frames with generated pixels
-    acc = {name: digit_accuracy(x, labels[:, 0], scored, judge)
-           for name, x in (("generated", clips), ("ground_truth", truth),
-                           ("copy_baseline", copy_baseline(truth, given_frames)))}
-    return {"digit_accuracy": {**acc, "frames": int(scored.sum()),
-                               "judge": f"{Path(judge.path).name} (test accuracy {judge.info.get('test_accuracy')}) on the 16x16 "
-                                        "window centred on each frame's ink (dit3d.metrics.video.digit_accuracy)"}}
+    acc = {name: digit_accuracy(x, labels, scored, judge) for name, x in clips.items()}
+    judged = (f"{Path(judge.path).name} (test accuracy {judge.info.get('test_accuracy')}) on the 16x16 window "
+              "centred on each frame's ink (dit3d.metrics.video.digit_accuracy)")
+    return {"digit_accuracy": {**acc, "frames": int(scored.sum()), "judge": judged}}
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -198,14 +202,18 @@ def run_evaluate(args: argparse.Namespace) -> None:
     gen = _generator(args)
     result: dict[str, Any] = {"tasks": {}}
     records = []
+    judge = _digit_judge(gen, args)
     for task in args.tasks:
         clips, known, truth, record = _run(gen, task, args.n, args)
         frames = known.reshape(*known.shape[:3], -1).all(-1)[:, 0]  # (n, F) wholly given frames
+        copied = copy_baseline(truth, frames)
         scores = masked_mse_psnr(clips, truth, ~known)
-        base = masked_mse_psnr(copy_baseline(truth, frames), truth, ~known)
+        base = masked_mse_psnr(copied, truth, ~known)
         result["tasks"][task] = {**scores, "given_frames": frames[0].astype(int).tolist(),
-                                 "baseline_copy_nearest_given_frame": {"mse": base["mse"], "psnr": base["psnr"]},
-                                 **_digit_scores(gen, clips, truth, known, frames, args)}
+                                 "baseline_copy_nearest_given_frame": {"mse": base["mse"], "psnr": base["psnr"]}}
+        if judge is not None:
+            result["tasks"][task].update(_digit_scores(*judge, known, {"generated": clips, "ground_truth": truth,
+                                                                       "copy_baseline": copied}))
         records.append(record)
         if out is not None:
             write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4], truth[:4])
