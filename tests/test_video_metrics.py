@@ -45,6 +45,9 @@ def test_digit_crops_centre_on_the_ink_and_stay_on_the_canvas():
     assert (crops[0, 2] == -1).all()  # no ink: the central window of a blank frame
     with pytest.raises(ValueError, match="grey clips"):
         digit_crops(np.zeros((1, 3, 2, 8, 8)))
+    clips[0, 0, 2, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        digit_crops(clips, size=4)
 
 
 def test_digit_accuracy_reads_real_clips_and_not_blank_or_mislabelled_ones():
@@ -67,3 +70,9 @@ def test_digit_accuracy_reads_real_clips_and_not_blank_or_mislabelled_ones():
     assert digit_accuracy(broken, labels, only_first) == digit_accuracy(clips, labels, only_first)
     with pytest.raises(ValueError, match="no frame chosen"):
         digit_accuracy(clips, labels, ~every)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        digit_accuracy(clips, labels + 10, every)
+    with pytest.raises(ValueError, match="integers, one per image"):
+        digit_accuracy(clips, labels.float(), every)
+    with pytest.raises(ValueError, match=r"frames must be \(n, F\)"):
+        digit_accuracy(clips, labels, every[:, :2])

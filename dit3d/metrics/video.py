@@ -127,10 +127,13 @@ def digit_crops(clips: Tensor | np.ndarray, size: int = 16) -> np.ndarray:
         >>> np.argwhere(crop > 0).min(0).tolist(), np.argwhere(crop > 0).max(0).tolist()  # the middle 2x2
         ([1, 1], [2, 2])
     """
-    a = np.clip(_array(clips, "clips"), -1.0, 1.0)
+    a = _array(clips, "clips")
     n, C, F, H, W = a.shape
     if C != 1 or not 1 <= size <= min(H, W):
         raise ValueError(f"digit_crops needs grey clips (C = 1) at least {size} pixels wide, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("clips contain NaN or inf; check the sampler (clip_denoised) or the file")
+    a = np.clip(a, -1.0, 1.0)
     ink = (a[:, 0] + 1.0) / 2.0  # (n, F, H, W)
     mass = ink.sum(axis=(2, 3))  # (n, F)
     rows = (ink.sum(axis=3) * np.arange(H)).sum(-1) / np.maximum(mass, 1e-12)  # (n, F)
@@ -160,15 +163,14 @@ def digit_accuracy(clips: Tensor | np.ndarray, labels: Tensor | np.ndarray, fram
     Shapes:
         clips: ``(n, 1, F, H, W)``; labels: ``(n,)`` int; frames: ``(n, F)`` bool -> float
     """
-    from dit3d.metrics.images import _classifier, predict_labels
+    from dit3d.metrics.images import _classifier, _labels, predict_labels
 
     net = _classifier(classifier)
     crops = digit_crops(clips, net.image_shape[-1])  # (n, F, 1, s, s)
-    y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).astype(np.int64)
+    y = _labels(labels, crops.shape[0], net.config["num_classes"])  # (n,), checked
     chosen = np.asarray(frames.cpu() if isinstance(frames, Tensor) else frames, dtype=bool)
-    if y.shape != crops.shape[:1] or chosen.shape != crops.shape[:2]:
-        raise ValueError(f"labels must be (n,) = {crops.shape[:1]} and frames (n, F) = {crops.shape[:2]}, got "
-                         f"{y.shape} and {chosen.shape}")
+    if chosen.shape != crops.shape[:2]:
+        raise ValueError(f"frames must be (n, F) = {crops.shape[:2]} bool, got {chosen.shape}")
     if not chosen.any():
         raise ValueError("no frame chosen to score")
     pred = predict_labels(crops[chosen], net)  # (frames chosen,)
