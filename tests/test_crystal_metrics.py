@@ -67,6 +67,60 @@ def test_smact_validity_matches_smact_own_function():
             Composition(formula), oxidation_states_set="smact14"), formula
 
 
+def _smact_valid_brute_force(symbols, counts) -> bool:
+    """CDVAE's loop as written: every oxidation-state combination, neutral ones Pauling-tested."""
+    import itertools
+
+    import smact
+    from smact.screening import pauling_test
+
+    if len(symbols) == 1 or all(s in smact.metals for s in symbols):
+        return True
+    elements = [smact.Element(s) for s in symbols]
+    ox = [e.oxidation_states_smact14 or [] for e in elements]
+    eneg = [e.pauling_eneg for e in elements]
+    for states in itertools.product(*ox):
+        if sum(q * n for q, n in zip(states, counts)) == 0:
+            try:
+                if pauling_test(states, eneg):
+                    return True
+            except TypeError:
+                return True
+    return False
+
+
+def test_smact_validity_pruned_search_equals_brute_force():
+    pytest.importorskip("smact")
+    from dit3d.metrics.crystals import _smact_valid
+
+    rng = np.random.default_rng(0)
+    pool = ["Li", "Na", "K", "Mg", "Ca", "Sr", "Ba", "Al", "Ga", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn",
+            "Sn", "Pb", "Bi", "B", "C", "N", "P", "S", "Se", "O", "F", "Cl", "Br", "I", "H", "Si", "Sb", "Te"]
+    checked = {True: 0, False: 0}
+    for _ in range(300):
+        k = int(rng.integers(2, 5))
+        symbols = tuple(sorted(rng.choice(pool, k, replace=False).tolist()))
+        counts = tuple(int(c) for c in rng.integers(1, 7, k))
+        expected = _smact_valid_brute_force(symbols, counts)
+        assert _smact_valid(symbols, counts, True, True) == expected, (symbols, counts)
+        checked[expected] += 1
+    assert min(checked.values()) > 30  # both answers exercised
+
+
+def test_smact_validity_of_many_elements_is_fast():
+    pytest.importorskip("smact")
+    import time
+
+    from dit3d.metrics.crystals import smact_validity
+
+    # eleven elements with 4-9 oxidation states each: ~10^8 combinations for CDVAE's full loop
+    formula = "Mn2Cr3V2Co1Fe2Ni3Ti1Cu2S5Se3N1"
+    start = time.perf_counter()
+    valid = smact_validity(formula)
+    assert time.perf_counter() - start < 5.0
+    assert isinstance(valid, bool)
+
+
 # ------------------------------------------------------------- uniqueness and novelty
 def test_uniqueness_and_novelty():
     shifted = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0.25, 0.25, 0.25], [0.75, 0.75, 0.75]])  # same crystal
