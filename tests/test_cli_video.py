@@ -50,6 +50,15 @@ def test_export_stores_the_data_settings_and_provenance(model_dir, module):
     assert torch.equal(gen.sample(2, seed=0), VideoGenerator.from_lightning(module).sample(2, seed=0, steps=2))
 
 
+def test_export_stores_the_default_eta(ckpt, module, tmp_path):
+    main(["export", "video", str(ckpt), "-o", str(tmp_path / "m"), "--steps", "2", "--eta", "1"])
+    gen = VideoGenerator.from_pretrained(tmp_path / "m")
+    assert gen.sampling["eta"] == 1.0
+    reference = VideoGenerator.from_lightning(module).sample(2, seed=0, steps=2, eta=1.0)
+    assert torch.equal(gen.sample(2, seed=0), reference)
+    assert not torch.equal(gen.sample(2, seed=0, eta=0.0), reference)  # the stored eta is what changed it
+
+
 def test_sample_predict_to_npy_with_truth_and_known(model_dir, tmp_path, capsys):
     out = tmp_path / "p.npy"
     main(["sample", "video", "--checkpoint", str(model_dir), "--task", "predict", "--context", "2", "-n", "3",

@@ -29,11 +29,14 @@ def ddpm_export_steps(sampler: str, steps: int | None) -> int | None:
 
 def add_ddpm_export_args(p: argparse.ArgumentParser, module: str) -> None:
     """The arguments every DDPM ``dit3d export`` takes: checkpoint, ``-o``, ``--sampler``,
-    ``--steps``, ``--note``."""
+    ``--steps``, ``--eta``, ``--note``."""
     p.add_argument("checkpoint", help=f"{module} .ckpt from `dit3d fit`")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
     p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="default DDIM stochasticity (0: deterministic; 1: DDPM-like noise, more forgiving of "
+                        "an imperfect noise model)")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
 
 

@@ -276,7 +276,7 @@ def run_export(args: argparse.Namespace) -> None:
     notes = parse_notes(args.note)
     steps = ddpm_export_steps(args.sampler, args.steps)
     module = load_image_dit_checkpoint(args.checkpoint)
-    sampling: dict[str, Any] = {"sampler": args.sampler, "steps": steps}
+    sampling: dict[str, Any] = {"sampler": args.sampler, "steps": steps, "eta": args.eta}
     if args.guidance is not None:
         sampling["guidance"] = args.guidance
     gen = ImageGenerator.from_lightning(module, sampling=sampling)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dit3d.cli.common import ddpm_export_steps, parse_notes, positive_int
+from dit3d.cli.common import add_ddpm_export_args, ddpm_export_steps, parse_notes, positive_int
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -88,15 +88,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pointclouds", help="turn a DiT-3D Lightning checkpoint into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the data normalisation and category "
                                    "names saved by PointCloudDataModule, and default sampling options.")
-    p.add_argument("checkpoint", help="DiT3DModule .ckpt from `dit3d fit`")
-    p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
+    add_ddpm_export_args(p, "DiT3DModule")
     p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--eta", type=float, default=0.0,
-                   help="default DDIM stochasticity (0: deterministic; 1: DDPM-like noise, more forgiving of "
-                        "an imperfect noise model)")
-    p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
     p.set_defaults(run=run_export)
 
 

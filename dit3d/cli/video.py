@@ -248,6 +248,6 @@ def run_export(args: argparse.Namespace) -> None:
     module = load_video_dit_checkpoint(args.checkpoint)
     provenance = fit_provenance(args.checkpoint, notes)
     gen = VideoGenerator.from_lightning(module, data=data_settings(provenance["data"]),
-                                        sampling={"sampler": args.sampler, "steps": steps})
+                                        sampling={"sampler": args.sampler, "steps": steps, "eta": args.eta})
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
