@@ -29,8 +29,8 @@ from dit3d.bench.timing import _cpu_attention_formulas, count_flops, matmul_peak
 
 #: the model and batch of configs/video/moving_digits_cpu.yaml (kept equal by tests/test_bench_video.py)
 CPU_CONFIG: dict[str, Any] = {"trunk": "DiT-Mini", "patch_size": 4, "time_patch": 1, "num_frames": 8,
-                              "image_size": 32, "attention": "joint", "prediction": "v", "batch": 16,
-                              "ema_decay": 0.998}
+                              "image_size": 32, "attention": "joint", "prediction": "v", "batch": 8,
+                              "ema_decay": 0.999}
 
 
 def make_module(trunk: str, patch_size: int, time_patch: int, num_frames: int, image_size: int, attention: str,
