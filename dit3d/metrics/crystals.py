@@ -136,6 +136,32 @@ def _neutral_states(ox: Sequence[Sequence[int]], counts: Sequence[int]) -> Itera
     return walk(0, 0, ())
 
 
+def _neutral_possible(ox: Sequence[Sequence[int]], counts: Sequence[int]) -> bool:
+    """Whether some choice of one state per element is charge neutral (a set of reachable sums)."""
+    sums = {0}
+    for states, n in zip(ox, counts):
+        sums = {s + q * n for s in sums for q in set(states)}
+    return 0 in sums
+
+
+def _neutral_and_pauling(ox: Sequence[Sequence[int]], counts: Sequence[int], eneg: Sequence[float]) -> bool:
+    """Whether some charge-neutral assignment passes SMACT's Pauling test (every cation strictly
+    less electronegative than every anion; zero states are neither), without enumerating them.
+
+    Such an assignment exists iff for some cut :math:`\tau` (minus infinity or one of the
+    electronegativities) a neutral assignment exists with cations only among elements of
+    electronegativity :math:`\le \tau` and anions only among those :math:`> \tau`: take
+    :math:`\tau` = the largest cation electronegativity. Each cut is one reachable-sum check,
+    so the cost is polynomial in the number of elements, where the full loop is exponential.
+    Equal to the loop over :func:`_neutral_states` with ``pauling_test`` (tested against it).
+    """
+    for cut in (-math.inf, *sorted(set(eneg))):
+        allowed = [[q for q in states if q == 0 or (q > 0) == (e <= cut)] for states, e in zip(ox, eneg)]
+        if all(allowed) and _neutral_possible(allowed, counts):
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=100_000)
 def _smact_valid(symbols: tuple[str, ...], counts: tuple[int, ...], use_pauling_test: bool,
                  include_alloys: bool) -> bool:
@@ -153,9 +179,12 @@ def _smact_valid(symbols: tuple[str, ...], counts: tuple[int, ...], use_pauling_
     ox = [(e.oxidation_states_smact14 if hasattr(e, "oxidation_states_smact14") else e.oxidation_states) or []
           for e in elements]
     electronegativities = [e.pauling_eneg for e in elements]
+    if not use_pauling_test:
+        return _neutral_possible(ox, counts)
+    if all(isinstance(e, (int, float)) and math.isfinite(e) for e in electronegativities):
+        return _neutral_and_pauling(ox, counts, electronegativities)
+    # missing electronegativities: SMACT's own test decides, as its versions differ on them
     for states in _neutral_states(ox, counts):
-        if not use_pauling_test:
-            return True
         try:
             if screening.pauling_test(states, electronegativities):
                 return True
