@@ -110,9 +110,10 @@ def _neutral_states(ox: Sequence[Sequence[int]], counts: Sequence[int]) -> Itera
     element, in ``itertools.product(*ox)`` order: CDVAE's loop with the non-neutral ones skipped.
 
     A state is tried only when the elements after it can still cancel the running charge
-    (their reachable charge sums are precomputed), so a composition of many elements, which
-    poorly trained generators produce, takes milliseconds instead of the product of all the
-    state counts (hours for ten elements).
+    (their reachable charge sums are precomputed), so no non-neutral assignment is visited;
+    the neutral ones can still be exponentially many. Used only where SMACT's own Pauling
+    test must judge each assignment (elements without an electronegativity: Pm, Rn, Lr in
+    the 2014 list); otherwise :func:`_neutral_and_pauling` decides without enumerating.
 
     Example:
         >>> list(_neutral_states([[2, 3], [-2]], [2, 3]))  # Fe2O3: Fe(III)
