@@ -109,6 +109,20 @@ def test_evaluate_prints_per_task_mse_psnr_and_writes_strips(model_dir, tmp_path
     assert (tmp_path / "res_predict.png").is_file() and (tmp_path / "res_interpolate.png").is_file()
 
 
+def test_evaluate_unconditional_scores_digit_realism_beside_real_clips(model_dir, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    main(["evaluate", "video", "--checkpoint", str(model_dir), "-n", "3", "--tasks", "unconditional",
+          "--out", str(out)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    realism = result["tasks"]["unconditional"]["digit_realism"]
+    for side in ("generated", "held_out_real"):
+        assert realism[side]["frames"] == 3 * 4 and realism[side]["frechet_digit_distance"] >= 0
+        assert 0 <= realism[side]["confident_fraction"] <= 1 and 0.25 <= realism[side]["label_consistency"] <= 1
+    assert "clips 3..5" in realism["reference"] and "not FID" in realism["judge"]
+    assert result["protocol"]["sampling"][0]["task"] == "unconditional"
+    assert (tmp_path / "res_unconditional.png").is_file()
+
+
 def test_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):
     import dit3d.cli.video as video
 

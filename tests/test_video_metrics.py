@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from dit3d.metrics.video import PSNR_CAP_DB, copy_baseline, digit_accuracy, digit_crops, masked_mse_psnr
+from dit3d.metrics.video import PSNR_CAP_DB, copy_baseline, digit_accuracy, digit_crops, digit_realism, masked_mse_psnr
 
 
 def test_mse_and_psnr_count_generated_pixels_only():
@@ -76,3 +76,23 @@ def test_digit_accuracy_reads_real_clips_and_not_blank_or_mislabelled_ones():
         digit_accuracy(clips, labels.float(), every)
     with pytest.raises(ValueError, match=r"frames must be \(n, F\)"):
         digit_accuracy(clips, labels, every[:, :2])
+
+
+def test_digit_realism_separates_real_clips_from_blurred_blobs():
+    pytest.importorskip("sklearn.datasets")
+    import torch.nn.functional as F
+
+    from dit3d.data.moving_digits import MovingDigits
+
+    clips = MovingDigits("test", 96, num_frames=4).videos(range(96))  # (96, 1, 4, 32, 32)
+    real = digit_realism(clips[:48], clips[48:])
+    # blobs: the same clips blurred by a 7x7 box filter, ink and motion kept, strokes gone
+    frames = clips.transpose(1, 2).reshape(-1, 1, 32, 32)
+    blurred = F.avg_pool2d(frames, 7, stride=1, padding=3, count_include_pad=False)
+    blobs = digit_realism(blurred.reshape(96, 4, 1, 32, 32).transpose(1, 2)[:48], clips[48:])
+    assert real["frames"] == blobs["frames"] == 48 * 4
+    assert real["label_consistency"] > 0.9 and real["confident_fraction"] > 0.8
+    assert blobs["frechet_digit_distance"] > 3 * real["frechet_digit_distance"]
+    assert blobs["confident_fraction"] < real["confident_fraction"]
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        digit_realism(clips[:1, :, :1], clips[48:])

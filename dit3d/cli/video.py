@@ -154,8 +154,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                                    "the [0, 1] intensity scale (dit3d.metrics.video), beside a baseline that copies "
                                    "the nearest given frame, and (one-digit clips) the share of generated frames "
                                    "the shipped digit classifier reads as the clip's digit. Prints one JSON line.")
-    p.add_argument("--tasks", nargs="+", choices=[t for t in TASKS if t != "unconditional"],
-                   default=["predict", "interpolate"])
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=["predict", "interpolate"],
+                   help="unconditional clips have no ground truth: they get digit_realism scores against the "
+                        "first -n held-out clips, beside the same scores of the next -n held-out clips")
     p.add_argument("-n", type=positive_int, default=64, help="clips per task")
     p.add_argument("--out", help="also write the JSON here, with a PNG strip of the first 4 clips per task beside "
                                  "it (same name, ending _<task>.png)")
@@ -192,6 +193,23 @@ def _digit_scores(judge: Any, labels: np.ndarray, known: np.ndarray,
     return {"digit_accuracy": {**acc, "frames": int(scored.sum()), "judge": judged}}
 
 
+def _realism(gen: Any, clips: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """``{"digit_realism": ...}`` of unconditional ``clips`` against held-out clips ``start..start+n``,
+    beside the same scores of the real clips ``start+n..start+2n`` (what real data gets)."""
+    from dit3d.metrics.images import load_digit_classifier
+    from dit3d.metrics.video import digit_realism
+
+    judge = load_digit_classifier()
+    reference = gen.test_clips(args.n, args.start)
+    held_out = gen.test_clips(args.n, args.start + args.n)
+    return {"digit_realism": {"generated": digit_realism(clips, reference, judge),
+                              "held_out_real": digit_realism(held_out, reference, judge),
+                              "reference": f"held-out clips {args.start}..{args.start + args.n - 1}; held_out_real: "
+                                           f"clips {args.start + args.n}..{args.start + 2 * args.n - 1}",
+                              "judge": f"{Path(judge.path).name} (dit3d.metrics.video.digit_realism; Frechet "
+                                       "distance in the digit classifier's features, not FID)"}}
+
+
 def run_evaluate(args: argparse.Namespace) -> None:
     from dit3d.api_video import write_strip
     from dit3d.metrics.video import copy_baseline, masked_mse_psnr
@@ -205,6 +223,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
     judge = _digit_judge(gen, args)
     for task in args.tasks:
         clips, known, truth, record = _run(gen, task, args.n, args)
+        records.append(record)
+        if truth is None:
+            result["tasks"][task] = _realism(gen, clips, args)
+            if out is not None:
+                write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4])
+            continue
         frames = known.reshape(*known.shape[:3], -1).all(-1)[:, 0]  # (n, F) wholly given frames
         copied = copy_baseline(truth, frames)
         scores = masked_mse_psnr(clips, truth, ~known)
@@ -214,7 +238,6 @@ def run_evaluate(args: argparse.Namespace) -> None:
         if judge is not None:
             result["tasks"][task].update(_digit_scores(*judge, known, {"generated": clips, "ground_truth": truth,
                                                                        "copy_baseline": copied}))
-        records.append(record)
         if out is not None:
             write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4], truth[:4])
     result["protocol"] = {"metric": "MSE and PSNR (dB) of the generated pixels on the [0, 1] intensity scale, "

@@ -25,6 +25,14 @@ frame: it crops the ``16 x 16`` window centred on the frame's ink centroid
 (:func:`digit_crops`) and counts the frames classified as the clip's source digit. The
 same score of the ground-truth frames is its ceiling (the crop is not the digit's exact
 box).
+
+Unconditional clips have no ground truth and no intended digit. :func:`digit_realism`
+judges them as the image DiT's samples are judged: the Frechet distance between the
+classifier features of their frames' crops and those of real held-out clips (**not
+FID**: the dit3d digit classifier's penultimate features, :mod:`dit3d.metrics.images`),
+the share of frames the classifier reads with confidence (top softmax probability above
+0.9), and how often a clip's frames agree on one digit. Read them against the same scores
+of as many *other* real clips (the distance is biased upwards for few clips).
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-__all__ = ["PSNR_CAP_DB", "copy_baseline", "digit_accuracy", "digit_crops", "masked_mse_psnr"]
+__all__ = ["PSNR_CAP_DB", "copy_baseline", "digit_accuracy", "digit_crops", "digit_realism", "masked_mse_psnr"]
 
 #: PSNR of an exact reconstruction (MSE 0) is reported as this
 PSNR_CAP_DB = 100.0
@@ -176,3 +184,51 @@ def digit_accuracy(clips: Tensor | np.ndarray, labels: Tensor | np.ndarray, fram
     pred = predict_labels(crops[chosen], net)  # (frames chosen,)
     truth = np.broadcast_to(y[:, None], chosen.shape)[chosen]
     return float((pred == truth).mean())
+
+
+def digit_realism(clips: Tensor | np.ndarray, reference: Tensor | np.ndarray, classifier: Any = None,
+                  confidence: float = 0.9) -> dict[str, float]:
+    r"""How much the frames of clips without ground truth look like digits (module doc).
+
+    With :math:`p_{if}` the classifier's softmax over the crop (:func:`digit_crops`) of frame
+    :math:`f` of clip :math:`i` (:math:`F` frames) and :math:`\phi` its penultimate features:
+
+    * ``frechet_digit_distance``: :math:`\lVert\mu_g - \mu_r\rVert^2 + \mathrm{tr}(\Sigma_g
+      + \Sigma_r - 2(\Sigma_g\Sigma_r)^{1/2})` of the Gaussians fitted to :math:`\phi` over
+      all frames of ``clips`` and of ``reference``
+      (:func:`~dit3d.metrics.images.frechet_distance`);
+    * ``confident_fraction``: share of frames with :math:`\max_k p_{ifk} >` ``confidence``;
+    * ``label_consistency``: :math:`\frac{1}{n}\sum_i \max_k \frac{1}{F}|\{f : \arg\max p_{if} = k\}|`,
+      1 when every clip keeps one digit throughout.
+
+    Args:
+        clips: generated clips in ``[-1, 1]``.
+        reference: real clips to compare with (at least 2 frames in all).
+        classifier: a :class:`~dit3d.metrics.images.DigitClassifier`, its folder, or
+            ``None`` for the shipped one.
+        confidence: the top-probability threshold of ``confident_fraction``.
+
+    Shapes:
+        clips: ``(n, 1, F, H, W)``; reference: ``(m, 1, F', H, W)`` -> dict of floats
+    """
+    import torch
+
+    from dit3d.metrics.images import _classifier, classifier_features, feature_statistics, frechet_distance
+
+    net = _classifier(classifier)
+    size = net.image_shape[-1]
+    crops = digit_crops(clips, size)  # (n, F, 1, s, s)
+    n, F = crops.shape[:2]
+    flat = crops.reshape(n * F, *crops.shape[2:])  # (n F, 1, s, s)
+    ref = digit_crops(reference, size).reshape(-1, *crops.shape[2:])  # (m F', 1, s, s)
+    if n * F < 2 or len(ref) < 2:
+        raise ValueError(f"digit_realism needs at least 2 frames on each side, got {n * F} and {len(ref)}")
+    with torch.no_grad():
+        prob = torch.softmax(net(torch.as_tensor(flat)), -1).numpy()  # (n F, classes)
+    labels = prob.argmax(-1).reshape(n, F)  # (n, F)
+    agree = [np.bincount(row).max() / F for row in labels]
+    distance = frechet_distance(*feature_statistics(classifier_features(flat, net)),
+                                *feature_statistics(classifier_features(ref, net)))
+    return {"frechet_digit_distance": float(distance),
+            "confident_fraction": float((prob.max(-1) > confidence).mean()),
+            "label_consistency": float(np.mean(agree)), "frames": int(n * F)}
