@@ -199,7 +199,11 @@ def digit_realism(clips: Tensor | np.ndarray, reference: Tensor | np.ndarray, cl
       (:func:`~dit3d.metrics.images.frechet_distance`);
     * ``confident_fraction``: share of frames with :math:`\max_k p_{ifk} >` ``confidence``;
     * ``label_consistency``: :math:`\frac{1}{n}\sum_i \max_k \frac{1}{F}|\{f : \arg\max p_{if} = k\}|`,
-      1 when every clip keeps one digit throughout.
+      1 when every clip keeps one digit throughout;
+    * ``frames``: how many frames of ``clips`` were scored.
+
+    The two shares alone can flatter: the classifier may read a blank canvas with
+    confidence, and a blank clip is consistent. The distance is what catches such frames.
 
     Args:
         clips: generated clips in ``[-1, 1]``.
