@@ -193,13 +193,14 @@ def _digit_scores(judge: Any, labels: np.ndarray, known: np.ndarray,
     return {"digit_accuracy": {**acc, "frames": int(scored.sum()), "judge": judged}}
 
 
-def _realism(gen: Any, clips: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+def _realism(gen: Any, judge: Any, clips: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     """``{"digit_realism": ...}`` of unconditional ``clips`` against held-out clips ``start..start+n``,
-    beside the same scores of the real clips ``start+n..start+2n`` (what real data gets)."""
-    from dit3d.metrics.images import load_digit_classifier
+    beside the same scores of the real clips ``start+n..start+2n`` (what real data gets); ``None``
+    without a judge (clips of several digits, or no classifier)."""
     from dit3d.metrics.video import digit_realism
 
-    judge = load_digit_classifier()
+    if judge is None:
+        return {"digit_realism": None}
     reference = gen.test_clips(args.n, args.start)
     held_out = gen.test_clips(args.n, args.start + args.n)
     return {"digit_realism": {"generated": digit_realism(clips, reference, judge),
@@ -225,7 +226,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         clips, known, truth, record = _run(gen, task, args.n, args)
         records.append(record)
         if truth is None:
-            result["tasks"][task] = _realism(gen, clips, args)
+            result["tasks"][task] = _realism(gen, judge[0] if judge else None, clips, args)
             if out is not None:
                 write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4])
             continue

@@ -227,12 +227,12 @@ def digit_realism(clips: Tensor | np.ndarray, reference: Tensor | np.ndarray, cl
     ref = digit_crops(reference, size).reshape(-1, *crops.shape[2:])  # (m F', 1, s, s)
     if n * F < 2 or len(ref) < 2:
         raise ValueError(f"digit_realism needs at least 2 frames on each side, got {n * F} and {len(ref)}")
-    with torch.no_grad():
-        prob = torch.softmax(net(torch.as_tensor(flat)), -1).numpy()  # (n F, classes)
+    features = classifier_features(flat, net)  # (n F, feature_dim) float64
+    with torch.no_grad():  # the head on the same features: one pass of the network
+        prob = torch.softmax(net.head(torch.as_tensor(features, dtype=torch.float32)), -1).numpy()  # (n F, classes)
     labels = prob.argmax(-1).reshape(n, F)  # (n, F)
     agree = [np.bincount(row).max() / F for row in labels]
-    distance = frechet_distance(*feature_statistics(classifier_features(flat, net)),
-                                *feature_statistics(classifier_features(ref, net)))
+    distance = frechet_distance(*feature_statistics(features), *feature_statistics(classifier_features(ref, net)))
     return {"frechet_digit_distance": float(distance),
             "confident_fraction": float((prob.max(-1) > confidence).mean()),
             "label_consistency": float(np.mean(agree)), "frames": int(n * F)}
