@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from dit3d.nn.attention import Attention
 from dit3d.nn.norms import make_norm
+from dit3d.nn.step_cache import BranchFn, compute_branch
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -52,6 +53,9 @@ class DiTBlock(nn.Module):
         norm: ``"layernorm"`` or ``"rmsnorm"`` (no affine parameters in either).
         window_size: window per grid axis for window attention, ``None`` for full.
 
+    ``forward``'s ``branch`` computes (default) or reuses the attention and MLP outputs
+    (:mod:`dit3d.nn.step_cache`); the gates always follow the current ``c``.
+
     Shapes:
         x: ``(B, T, D)``; c: ``(B, D)``; mask: ``(B, T)`` bool -> ``(B, T, D)``
     """
@@ -66,12 +70,12 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None,
-                grid: Sequence[int] | None = None) -> Tensor:
+                grid: Sequence[int] | None = None, branch: BranchFn = compute_branch) -> Tensor:
         mod = self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)  # 6 x (B, 1, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        h = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), mask, grid)  # (B, T, D)
+        h = branch(0, lambda: self.attn(modulate(self.norm1(x), shift_msa, scale_msa), mask, grid), x)  # (B, T, D)
         x = x + gate_msa * h  # (B, T, D)
-        h = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (B, T, D)
+        h = branch(1, lambda: self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), x)  # (B, T, D)
         return x + gate_mlp * h  # (B, T, D)
 
 
@@ -129,16 +133,18 @@ class FactorisedDiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * (len(self.axes) + 1) * dim))
 
     def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None,
-                grid: Sequence[int] | None = None) -> Tensor:
+                grid: Sequence[int] | None = None, branch: BranchFn = compute_branch) -> Tensor:
         if grid is None:
             raise ValueError(f"factorised attention over axes {self.axes} needs the token grid: "
                              "pass grid=(g1, ..., gn) with prod == T")
         mod = self.adaLN_modulation(c)[:, None].chunk(3 * (len(self.axes) + 1), dim=-1)  # 3(K+1) x (B, 1, D)
         for k, attn in enumerate(self.attns):
             shift, scale, gate = mod[3 * k: 3 * k + 3]
-            x = x + gate * attn(modulate(self.norm1(x), shift, scale), mask, grid)  # (B, T, D)
+            h = branch(k, lambda: attn(modulate(self.norm1(x), shift, scale), mask, grid), x)  # (B, T, D)
+            x = x + gate * h  # (B, T, D)
         shift, scale, gate = mod[-3:]
-        return x + gate * self.mlp(modulate(self.norm2(x), shift, scale))  # (B, T, D)
+        h = branch(len(self.attns), lambda: self.mlp(modulate(self.norm2(x), shift, scale)), x)  # (B, T, D)
+        return x + gate * h  # (B, T, D)
 
 
 class FinalLayer(nn.Module):

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from dit3d.nn.blocks import DiTBlock, FactorisedDiTBlock, FinalLayer
 from dit3d.nn.init import initialize_weights
+from dit3d.nn.step_cache import BranchCache, compute_branch
 
 
 class DiTTrunk(nn.Module):
@@ -41,6 +42,9 @@ class DiTTrunk(nn.Module):
             ``((1, 2), (0,))`` on an ``(F, H, W)`` grid attends within each slice of axis 0,
             then along axis 0 (VDT's spatial-then-temporal attention on frames).
         check_inputs: validate shapes and reject NaN/inf inputs in ``forward``.
+
+    While :attr:`branch_cache` is set (by :func:`~dit3d.nn.step_cache.branch_caching`,
+    for sampling), the blocks reuse their attention and MLP outputs between refreshes.
 
     Shapes:
         x: ``(B, T, D)``; c: ``(B, D)``; mask: ``(B, T)`` bool, True = real token;
@@ -83,6 +87,8 @@ class DiTTrunk(nn.Module):
             for i in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, self.out_dim, norm)
+        #: set while sampling with reused branch outputs; None computes every block in full
+        self.branch_cache: BranchCache | None = None
         initialize_weights(self)
 
     def _validate(self, x: Tensor, c: Tensor, mask: Tensor | None, grid: Sequence[int] | None) -> None:
@@ -115,8 +121,11 @@ class DiTTrunk(nn.Module):
         """Residual stream after the last block, before the final layer: ``(B, T, D)``."""
         if self.check_inputs:
             self._validate(x, c, mask, grid)
-        for block in self.blocks:
-            x = block(x, c, mask, grid)  # (B, T, D)
+        cache = self.branch_cache
+        if cache is not None:
+            cache.start_call()
+        for i, block in enumerate(self.blocks):
+            x = block(x, c, mask, grid, compute_branch if cache is None else cache.for_block(i))  # (B, T, D)
         return x
 
     def forward(self, x: Tensor, c: Tensor, mask: Tensor | None = None,
