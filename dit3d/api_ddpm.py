@@ -28,7 +28,7 @@ from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict
 __all__ = ["SAMPLING_OPTIONS", "DDPMGenerator", "load_lightning_checkpoint", "positive_int"]
 
 #: options :meth:`DDPMGenerator._options` accepts (stored defaults and per-call overrides)
-SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size")
+SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
 
 _M = TypeVar("_M", bound=nn.Module)
 _G = TypeVar("_G", bound="DDPMGenerator")
@@ -207,6 +207,7 @@ class DDPMGenerator:
         if opts["steps"] is not None:
             positive_int(opts["steps"], "steps")
         positive_int(opts["batch_size"], "batch_size")
+        positive_int(opts.get("cache_interval", 1), "cache_interval")  # optional: older folders lack it
         for key in ("guidance", "eta"):
             v = opts[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

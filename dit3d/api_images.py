@@ -150,7 +150,8 @@ class ImageGenerator(DDPMGenerator):
             label: class name or index, or a sequence of ``n`` of them.
             seed: seeds the initial noise and every sampling step.
             progress: a progress bar per batch.
-            **options: override the stored ``sampler``, ``steps``, ``guidance``, ``eta``, ``batch_size``.
+            **options: override the stored ``sampler``, ``steps``, ``guidance``, ``eta``, ``batch_size``,
+                ``cache_interval`` (reuse attention and MLP outputs between full steps; 1: none).
 
         Shapes:
             returns ``(n, C, H, W)`` float32 on the CPU
@@ -169,5 +170,6 @@ class ImageGenerator(DDPMGenerator):
         for start in range(0, n, opts["batch_size"]):
             part = y[start:start + opts["batch_size"]]
             out.append(sample_images(self.net, self.diffusion, len(part), part, opts["sampler"], opts["steps"],
-                                     float(opts["eta"]), float(opts["guidance"]), 1.0, g, progress).float().cpu())
+                                     float(opts["eta"]), float(opts["guidance"]), 1.0, g, progress,
+                                     int(opts.get("cache_interval", 1))).float().cpu())
         return torch.cat(out)

@@ -190,7 +190,9 @@ class ShapeGenerator(DDPMGenerator):
             seed: seeds the initial noise and every sampling step.
             progress: a progress bar per batch of ``batch_size`` clouds.
             **options: override the stored defaults: ``sampler`` (``"ddim"``/``"ddpm"``),
-                ``steps`` (DDIM only; DDPM runs all ``T``), ``guidance``, ``eta``, ``batch_size``.
+                ``steps`` (DDIM only; DDPM runs all ``T``), ``guidance``, ``eta``, ``batch_size``,
+                ``cache_interval`` (reuse the blocks' attention and MLP outputs between full
+                steps, :mod:`dit3d.nn.step_cache`; 1, the default, computes every step).
 
         Shapes:
             returns ``(n, num_points, 3)`` float32
@@ -205,7 +207,8 @@ class ShapeGenerator(DDPMGenerator):
         for start in range(0, n, opts["batch_size"]):
             size = min(opts["batch_size"], n - start)
             x = sample_point_clouds(self.net, self.diffusion, size, num_points, label, opts["sampler"], opts["steps"],
-                                    float(opts["eta"]), float(opts["guidance"]), g, progress)
+                                    float(opts["eta"]), float(opts["guidance"]), g, progress,
+                                    int(opts.get("cache_interval", 1)))
             out[start:start + size] = self.denormalize(x.double().cpu().numpy())
         return out
 

@@ -49,6 +49,22 @@ def test_unconditional_generator_defaults_to_no_guidance():
     assert gen.sampling["guidance"] == 1.0 and gen.sample(2, seed=0).shape == (2, 1, 16, 16)
 
 
+def test_cache_interval_reuses_branches_between_full_steps(module):
+    gen = ImageGenerator.from_lightning(module, sampling={"steps": 6, "guidance": 2.0})
+    full = gen.sample(3, label=1, seed=0)
+    assert torch.equal(gen.sample(3, label=1, seed=0, cache_interval=1), full)
+    (trunk,) = [m for m in gen.net.modules() if hasattr(m, "branch_cache")]
+    calls = []
+    hook = trunk.blocks[0].attn.register_forward_hook(lambda *_: calls.append(1))
+    reused = gen.sample(3, label=1, seed=0, cache_interval=3)
+    hook.remove()
+    assert len(calls) == 2  # steps 0 and 3 of 6 compute attention; the guided halves share one call
+    assert reused.shape == full.shape and torch.isfinite(reused).all() and not torch.equal(reused, full)
+    assert trunk.branch_cache is None
+    with pytest.raises(ValueError, match="cache_interval"):
+        gen.sample(1, cache_interval=0)
+
+
 def test_grid_and_png(tmp_path):
     x = torch.linspace(-1, 1, 4 * 3 * 5 * 5).reshape(4, 3, 5, 5)
     grid = image_grid(x, per_row=3, pad=1)

@@ -56,7 +56,8 @@ def test_export_and_round_trip_give_identical_samples(trained):
     assert stats == trained["dm"].stats and stats["categories"] == ["chair"] and stats["normalization"] == "global"
     config = json.loads((trained["gen_dir"] / "config.json").read_text())
     assert config["kind"] == "dit3d-pointclouds" and config["categories"] == ["chair"]
-    assert config["sampling"] == {"sampler": "ddim", "steps": STEPS, "guidance": 1.0, "eta": 0.0, "batch_size": 64}
+    assert config["sampling"] == {"sampler": "ddim", "steps": STEPS, "guidance": 1.0, "eta": 0.0, "batch_size": 64,
+                                  "cache_interval": 1}
     assert config["normalization"]["mean"] == stats["mean"] and config["normalization"]["std"] == stats["std"]
     assert config["diffusion"]["num_timesteps"] == 50 and config["dit3d"]["resolution"] == 8
     assert config["provenance"] == {"checkpoint": str(trained["ckpt"]), "who": "test"}
@@ -233,3 +234,26 @@ def test_export_stores_the_ddim_eta(trained, tmp_path):
     expected = raw.numpy() * stats["std"] + np.asarray(stats["mean"]) if stats.get("normalization") == "global" \
         else raw.numpy()
     np.testing.assert_allclose(gen.sample_arrays(2, 8, seed=5), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_export_stores_the_cache_interval_and_sampling_reuses_branches(trained, tmp_path):
+    main(["export", "pointclouds", str(trained["ckpt"]), "-o", str(tmp_path / "g"), "--steps", "6",
+          "--cache-interval", "2"])
+    gen = ShapeGenerator.from_pretrained(tmp_path / "g")
+    assert gen.sampling["cache_interval"] == 2
+    calls = []
+    hook = gen.net.dit.trunk.blocks[0].attn.register_forward_hook(lambda *_: calls.append(1))
+    cached = gen.sample_arrays(2, 8, seed=5)
+    assert len(calls) == 3  # full steps 0, 2, 4 of 6
+    full = gen.sample_arrays(2, 8, seed=5, cache_interval=1)
+    hook.remove()
+    assert len(calls) == 3 + 6
+    raw = trained["module"].sample(2, 8, steps=6, generator=torch.Generator().manual_seed(5), cache_interval=2)
+    np.testing.assert_allclose(cached, gen.denormalize(raw.numpy()), rtol=1e-5, atol=1e-6)
+    assert np.abs(cached - full).max() > 0  # reuse changed something (the trunk tests check what)
+    with pytest.raises(ValueError, match="cache_interval"):
+        gen.sample_arrays(2, 8, seed=5, cache_interval=0)
+    out = tmp_path / "c.npy"
+    main(["sample", "pointclouds", "--checkpoint", str(tmp_path / "g"), "-n", "2", "--num-points", "8", "--seed", "5",
+          "--cache-interval", "1", "--no-progress", "-o", str(out)])
+    np.testing.assert_allclose(np.load(out), full, rtol=1e-6)

@@ -35,6 +35,9 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1: none)")
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--batch-size", type=positive_int, help="clouds denoised together (default: the checkpoint's)")
+    p.add_argument("--cache-interval", type=positive_int,
+                   help="compute attention and MLP in full every K-th step, reuse them in between (FORA; "
+                        "default: the checkpoint's, 1 = every step)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sample)
@@ -62,7 +65,7 @@ def run_sample(args: argparse.Namespace) -> None:
     if out.is_dir():
         raise SystemExit(f"{out}: is a folder; give a file name ending in .npy or .ply")
     gen = ShapeGenerator.from_pretrained(args.checkpoint).to(args.device)
-    options = {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size")
+    options = {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
                if (v := getattr(args, k)) is not None}
     start = time.perf_counter()
     clouds = gen.sample_arrays(args.n, args.num_points, args.category, args.seed, not args.no_progress, **options)
@@ -90,6 +93,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "names saved by PointCloudDataModule, and default sampling options.")
     add_ddpm_export_args(p, "DiT3DModule")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--cache-interval", type=positive_int, default=1,
+                   help="default reuse interval of attention/MLP outputs while sampling (1: none)")
     p.set_defaults(run=run_export)
 
 
@@ -103,7 +108,8 @@ def run_export(args: argparse.Namespace) -> None:
         print(f"warning: {args.checkpoint} holds no PointCloudDataModule statistics; samples will stay in the "
               "training frame", file=sys.stderr)
     gen = ShapeGenerator.from_lightning(module, stats, {"sampler": args.sampler, "steps": steps,
-                                                        "guidance": args.guidance, "eta": args.eta})
+                                                        "guidance": args.guidance, "eta": args.eta,
+                                                        "cache_interval": args.cache_interval})
     provenance = {"checkpoint": str(args.checkpoint), **notes}
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

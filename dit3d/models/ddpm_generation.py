@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from dit3d.nn import branch_caching
 from dit3d.objectives import GaussianDiffusion, classifier_free_guidance
 
 SAMPLERS = ("ddpm", "ddim")
@@ -32,7 +33,7 @@ def sample_labels(label: int | Tensor, num_samples: int, num_classes: int, devic
 def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Sequence[int], label: int | Tensor = 0,
                        sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, guidance: float = 1.0,
                        clip_denoised: float | None = None, generator: torch.Generator | None = None,
-                       progress: bool = False) -> Tensor:
+                       progress: bool = False, cache_interval: int = 1) -> Tensor:
     r"""Draw ``shape`` from noise with a noise predictor ``model(x, t, y)`` that has a
     ``null_class`` attribute (``None``: unconditional).
 
@@ -49,6 +50,9 @@ def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Se
         clip_denoised: clamp the predicted :math:`x_0` to ``[-c, c]`` (images), or ``None``.
         generator: random generator for the initial noise and every step.
         progress: show a progress bar.
+        cache_interval: compute the blocks' attention and MLP in full every
+            ``cache_interval``-th step and reuse them in between (FORA,
+            :mod:`dit3d.nn.step_cache`); 1 computes every step in full.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -66,11 +70,12 @@ def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Se
     was_training = model.training
     model.eval()
     try:
-        if sampler == "ddpm":
-            return diffusion.p_sample_loop(model_fn, tuple(shape), generator=generator, progress=progress,
-                                           clip_denoised=clip_denoised, device=device)
-        return diffusion.ddim_sample_loop(model_fn, tuple(shape), steps=50 if steps is None else steps, eta=eta,
-                                          generator=generator, progress=progress, clip_denoised=clip_denoised,
-                                          device=device)
+        with branch_caching(model, cache_interval):
+            if sampler == "ddpm":
+                return diffusion.p_sample_loop(model_fn, tuple(shape), generator=generator, progress=progress,
+                                               clip_denoised=clip_denoised, device=device)
+            return diffusion.ddim_sample_loop(model_fn, tuple(shape), steps=50 if steps is None else steps, eta=eta,
+                                              generator=generator, progress=progress, clip_denoised=clip_denoised,
+                                              device=device)
     finally:
         model.train(was_training)

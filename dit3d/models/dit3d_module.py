@@ -68,8 +68,8 @@ class DiT3DModule(DDPMModule):
 
     def sample(self, num_samples: int, num_points: int = 2048, label: int | Tensor = 0, sampler: str = "ddim",
                steps: int | None = None, eta: float = 0.0, guidance: float = 1.0,
-               generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+               generator: torch.Generator | None = None, progress: bool = False, cache_interval: int = 1) -> Tensor:
         """``(num_samples, num_points, 3)`` clouds in the training normalisation
         (:func:`~dit3d.models.dit3d_sampling.sample_point_clouds` with the EMA network)."""
         return sample_point_clouds(self.sampling_model, self.diffusion, num_samples, num_points, label, sampler,
-                                   steps, eta, guidance, generator, progress)
+                                   steps, eta, guidance, generator, progress, cache_interval)

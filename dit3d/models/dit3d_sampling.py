@@ -14,7 +14,7 @@ from dit3d.objectives import GaussianDiffusion
 def sample_point_clouds(model: DiT3D, diffusion: GaussianDiffusion, num_samples: int, num_points: int = 2048,
                         label: int | Tensor = 0, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
                         guidance: float = 1.0, generator: torch.Generator | None = None,
-                        progress: bool = False) -> Tensor:
+                        progress: bool = False, cache_interval: int = 1) -> Tensor:
     r"""Draw point clouds from noise with a trained :class:`DiT3D` (in eval mode).
 
     Args:
@@ -30,6 +30,8 @@ def sample_point_clouds(model: DiT3D, diffusion: GaussianDiffusion, num_samples:
         guidance: classifier-free guidance weight :math:`w` (1: the conditional model).
         generator: random generator for the initial noise and every step.
         progress: show a progress bar.
+        cache_interval: reuse the blocks' attention and MLP outputs between full steps
+            every ``cache_interval`` steps (FORA, :mod:`dit3d.nn.step_cache`); 1: no reuse.
 
     Shapes:
         -> ``(num_samples, num_points, 3)``, in the normalisation of the training data
@@ -37,4 +39,4 @@ def sample_point_clouds(model: DiT3D, diffusion: GaussianDiffusion, num_samples:
     if num_samples < 1 or num_points < 1:
         raise ValueError(f"need num_samples >= 1 and num_points >= 1, got {num_samples} and {num_points}")
     return sample_conditional(model, diffusion, (num_samples, num_points, 3), label, sampler, steps, eta, guidance,
-                              None, generator, progress)
+                              None, generator, progress, cache_interval)

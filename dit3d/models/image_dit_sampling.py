@@ -14,7 +14,7 @@ from dit3d.objectives import GaussianDiffusion
 def sample_images(model: ImageDiT, diffusion: GaussianDiffusion, num_samples: int, label: int | Tensor = 0,
                   sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, guidance: float = 1.0,
                   clip_denoised: float | None = 1.0, generator: torch.Generator | None = None,
-                  progress: bool = False) -> Tensor:
+                  progress: bool = False, cache_interval: int = 1) -> Tensor:
     r"""Draw images from noise with a trained :class:`ImageDiT` (run in eval mode).
 
     With guidance weight :math:`w` each step uses
@@ -37,6 +37,8 @@ def sample_images(model: ImageDiT, diffusion: GaussianDiffusion, num_samples: in
         generator: random generator for the initial noise and every step; the same seed
             gives the same images.
         progress: show a progress bar.
+        cache_interval: reuse the blocks' attention and MLP outputs between full steps
+            every ``cache_interval`` steps (FORA, :mod:`dit3d.nn.step_cache`); 1: no reuse.
 
     Shapes:
         -> ``(num_samples, C, H, W)``, in the data's scaling (``[-1, 1]`` for digits)
@@ -45,4 +47,4 @@ def sample_images(model: ImageDiT, diffusion: GaussianDiffusion, num_samples: in
         raise ValueError(f"need num_samples >= 1, got {num_samples}")
     shape = (num_samples, *model.image_shape)  # (B, C, H, W)
     return sample_conditional(model, diffusion, shape, label, sampler, steps, eta, guidance, clip_denoised,
-                              generator, progress)
+                              generator, progress, cache_interval)
