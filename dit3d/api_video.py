@@ -5,7 +5,9 @@ settings of its training data and default sampling options. It draws clips from 
 (:meth:`~VideoGenerator.sample`), completes given parts of clips
 (:meth:`~VideoGenerator.complete`: future or past frames, in-between frames, a region),
 runs a named task on held-out clips (:meth:`~VideoGenerator.run_task`), and saves
-pictures: a PNG strip (:func:`write_strip`) or an animated GIF (:func:`write_gif`).
+pictures: a PNG strip (:func:`write_strip`) or an animated GIF (:func:`write_gif`). A
+class-conditional network (trained with ``num_classes: 10``) also takes the digit to draw,
+one for all clips or one per clip, and a classifier-free guidance weight towards it.
 :func:`load_video_dit_checkpoint` rebuilds a trained :class:`~dit3d.models.VideoDiTModule`
 from a Lightning ``.ckpt`` without unpickling code.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from dit3d.models.video_masks import task_mask
 __all__ = ["DATA_KEYS", "DEFAULT_SAMPLING", "VideoGenerator", "data_settings", "load_video_dit_checkpoint",
            "video_strip", "write_gif", "write_strip"]
 
-#: DDIM on 50 steps; guidance does not apply (the network has no class labels)
+#: DDIM on 50 steps, no guidance (classifier-free guidance needs a class-conditional network and a digit)
 DEFAULT_SAMPLING: dict[str, Any] = {"sampler": "ddim", "steps": 50, "guidance": 1.0, "eta": 0.0, "batch_size": 32}
 
 #: the moving-digits settings a generator remembers (those of :class:`~dit3d.data.moving_digits.MovingDigits`)
@@ -145,18 +147,25 @@ class VideoGenerator(DDPMGenerator):
     arguments (``"video_dit"``), the schedule, the training data's moving-digits
     settings (``"data"``, to draw matching held-out clips) and the sampling defaults.
 
+    A class-conditional network (``num_classes >= 1`` in its config; :attr:`num_classes`)
+    takes ``digit`` (one for all clips or one per clip; ``None``: the null class, i.e. any
+    digit) and ``guidance``, the classifier-free guidance weight towards it (1: none). An
+    unconditional one (``num_classes`` 0, like the shipped ``data/video_digits_cpu``)
+    rejects both.
+
     Args:
         net: the noise predictor (the EMA copy of a trained module).
         diffusion: :class:`~dit3d.objectives.GaussianDiffusion` arguments it was trained with.
         data: moving-digits settings (:data:`DATA_KEYS`) of the training clips, or ``None``.
-        sampling: defaults for ``sampler``, ``steps``, ``eta``, ``batch_size`` (over
-            :data:`DEFAULT_SAMPLING`); ``guidance`` must stay 1.
+        sampling: defaults for ``sampler``, ``steps``, ``guidance``, ``eta``, ``batch_size``
+            (over :data:`DEFAULT_SAMPLING`); ``guidance`` must stay 1 for an unconditional network.
 
     Example:
         >>> gen = VideoGenerator.from_lightning(load_video_dit_checkpoint("last.ckpt"))  # doctest: +SKIP
         >>> clips, given = gen.run_task("predict", n=4, seed=0)  # doctest: +SKIP
         >>> clips.shape  # doctest: +SKIP
         torch.Size([4, 1, 8, 32, 32])
+        >>> threes = gen.sample(8, seed=0, digit=3, guidance=2.0)  # a conditional model  # doctest: +SKIP
     """
 
     KIND = "dit-video"
@@ -189,10 +198,39 @@ class VideoGenerator(DDPMGenerator):
     def _from_config(cls, net: VideoDiT, config: dict[str, Any]) -> VideoGenerator:
         return cls(net, config["diffusion"], config.get("data"), config["sampling"])
 
-    @staticmethod
-    def _check_guidance(opts: Mapping[str, Any]) -> None:
-        if float(opts["guidance"]) != 1.0:
-            raise ValueError("guidance does not apply to the video DiT (no class labels); leave it at 1")
+    def _check_guidance(self, opts: Mapping[str, Any]) -> None:
+        if self.num_classes == 0 and float(opts["guidance"]) != 1.0:
+            raise ValueError("guidance does not apply to an unconditional video DiT (num_classes=0: no digit "
+                             "labels to guide towards); leave it at 1, or train a class-conditional one "
+                             "(configs/video/moving_digits_cond_cpu.yaml)")
+
+    def digit_labels(self, digit: int | Sequence[int] | Tensor | None, n: int) -> Tensor | None:
+        """``(n,)`` long digits from one digit, ``n`` of them (a sequence or tensor), or
+        ``None`` (the null class: returns ``None``), checked against the network's classes.
+
+        Raises:
+            ValueError: a digit for an unconditional network, a wrong count, or a digit
+                outside ``0..num_classes-1``.
+        """
+        if digit is None:
+            return None
+        if self.num_classes == 0:
+            raise ValueError("digit given to an unconditional video DiT (num_classes=0): it draws clips of any "
+                             "digit; leave digit unset, or train a class-conditional one "
+                             "(configs/video/moving_digits_cond_cpu.yaml)")
+        if isinstance(digit, (bool, str)) or not isinstance(digit, (int, np.integer, Tensor, Sequence, np.ndarray)):
+            raise ValueError(f"digit must be an int or {n} ints, got {type(digit).__name__}")
+        if isinstance(digit, (int, np.integer)):
+            y = torch.full((n,), int(digit), dtype=torch.long)
+        else:
+            y = torch.as_tensor(digit).reshape(-1)
+            if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (n,):
+                raise ValueError(f"digit must be one int or {n} ints (one per clip), got {y.dtype} {tuple(y.shape)}")
+            y = y.long()
+        if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+            raise ValueError(f"digits must lie in 0..{self.num_classes - 1} for this model, got "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        return y
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:
@@ -232,6 +270,7 @@ class VideoGenerator(DDPMGenerator):
 
     @torch.no_grad()
     def complete(self, context: Tensor, given: Tensor, seed: int | None = None, progress: bool = False,
+                 digit: int | Sequence[int] | Tensor | None = None, guidance: float | None = None,
                  **options: Any) -> Tensor:
         """Generate the tokens of ``context`` that ``given`` does not mark; the given ones come back unchanged.
 
@@ -241,7 +280,12 @@ class VideoGenerator(DDPMGenerator):
                 see :meth:`task_mask`.
             seed: seeds the noise and every step; ``None`` draws a fresh seed.
             progress: a progress bar per batch.
-            **options: override the stored ``sampler``, ``steps``, ``eta``, ``batch_size``.
+            digit: conditional networks only: the digit of every clip, or ``n`` of them;
+                ``None``: the null class (any digit).
+            guidance: classifier-free guidance weight towards ``digit`` (1: none; ``None``:
+                the stored default); other than 1 only with a conditional network and a digit.
+            **options: override the stored ``sampler``, ``steps``, ``eta``, ``batch_size``,
+                ``cache_interval`` (:mod:`dit3d.nn.step_cache`; 1: every step in full).
 
         Shapes:
             context: ``(n, C, F, H, W)`` -> ``(n, C, F, H, W)`` float32 on the CPU
@@ -250,28 +294,47 @@ class VideoGenerator(DDPMGenerator):
             raise ValueError(f"context must be clips (n, C, F, H, W), got {tuple(context.shape)}")
         n = context.shape[0]
         given = check_given(self.net, given, n)  # (n, T)
-        opts = self._options(options)
+        opts = self._options(options if guidance is None else {**options, "guidance": guidance})
         self._check_guidance(opts)
+        y = self.digit_labels(digit, n)  # (n,) or None
+        if y is None and float(opts["guidance"]) != 1.0:
+            raise ValueError(f"guidance {opts['guidance']} needs a digit to guide towards: pass digit (one, or one "
+                             "per clip), or guidance=1 for clips of any digit")
         g = self._generator(seed)
         out = []
         for s in range(0, n, opts["batch_size"]):
             part = slice(s, s + opts["batch_size"])
             clips = context[part]
             out.append(sample_videos(self.net, self.diffusion, clips.shape[0], clips, given[part], opts["sampler"],
-                                     opts["steps"], float(opts["eta"]), 1.0, g, progress).float().cpu())
+                                     opts["steps"], float(opts["eta"]), 1.0, g, progress,
+                                     None if y is None else y[part], float(opts["guidance"]),
+                                     int(opts.get("cache_interval", 1))).float().cpu())
         return torch.cat(out)
 
-    def sample(self, n: int, seed: int | None = None, progress: bool = False, **options: Any) -> Tensor:
-        """``n`` clips from noise (nothing given): ``(n, C, F, H, W)`` in ``[-1, 1]``."""
+    def sample(self, n: int, seed: int | None = None, progress: bool = False,
+               digit: int | Sequence[int] | Tensor | None = None, guidance: float | None = None,
+               **options: Any) -> Tensor:
+        """``n`` clips from noise (nothing given): ``(n, C, F, H, W)`` in ``[-1, 1]``; of
+        ``digit`` (one, or one per clip) guided by ``guidance`` for a conditional network
+        (see :meth:`complete`)."""
         context = torch.zeros(positive_int(n, "n"), *self.video_shape)
         return self.complete(context, torch.zeros(self.net.tokenizer.num_tokens, dtype=torch.bool), seed, progress,
-                             **options)
+                             digit, guidance, **options)
 
     def run_task(self, task: str, context: Tensor | None = None, n: int | None = None,
                  context_frames: int | None = None, seed: int | None = None, progress: bool = False,
-                 **options: Any) -> tuple[Tensor, Tensor]:
+                 digit: int | Sequence[int] | Tensor | None = None, guidance: float | None = None,
+                 true_digits: bool = False, **options: Any) -> tuple[Tensor, Tensor]:
         """Run an evaluation ``task`` (``"predict"``, ``"interpolate"``...; :data:`~dit3d.models.VIDEO_TASKS`)
         on ``context`` clips, or on the first ``n`` held-out clips (:meth:`test_clips`).
+
+        Args:
+            task, context_frames: the mask (:meth:`task_mask`).
+            context, n: the clips, or how many held-out ones.
+            seed, progress, digit, guidance, **options: as for :meth:`complete`.
+            true_digits: conditional networks, held-out clips (``n``) of one digit: condition
+                each clip on its own digit (:meth:`test_labels`) instead of ``digit``. Off by
+                default, so that scores stay comparable with unconditional networks.
 
         Returns:
             the clips ``(n, C, F, H, W)`` and the given-pixel mask ``(n, 1, F, H, W)`` bool.
@@ -280,8 +343,18 @@ class VideoGenerator(DDPMGenerator):
             if n is None:
                 raise ValueError("give context clips or n (the number of held-out clips to run the task on)")
             context = self.test_clips(n)
+        elif true_digits:
+            raise ValueError("true_digits conditions held-out clips on their own digits: pass n instead of "
+                             "context, or pass the digits of your clips as digit=")
+        if true_digits:
+            if digit is not None:
+                raise ValueError("pass digit or true_digits=True, not both")
+            labels = self.test_labels(context.shape[0])  # (n, K)
+            if labels.shape[1] != 1:
+                raise ValueError(f"true_digits needs one-digit clips, these have {labels.shape[1]} digits each")
+            digit = labels[:, 0]  # (n,)
         given = self.task_mask(task, context_frames).expand(context.shape[0], -1)  # (n, T)
-        clips = self.complete(context, given, seed, progress, **options)
+        clips = self.complete(context, given, seed, progress, digit, guidance, **options)
         return clips, self.net.tokenizer.tokens_to_video(given)
 
     def frames_of(self, known: Tensor) -> Tensor:

@@ -20,7 +20,8 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 #: checkpoints shipped in the repository's ``data/`` folder, by name (re-exported by :mod:`dit3d.api`)
 SHIPPED = {"adit-qm9-cpu": "adit_qm9_cpu", "adit-joint-cpu": "adit_joint_cpu", "dit3d-chair-cpu": "dit3d_chair_cpu",
-           "digits-dit-cpu": "digits_dit_cpu"}
+           "digits-dit-cpu": "digits_dit_cpu", "video-digits-cpu": "video_digits_cpu",
+           "video-digits-cond-cpu": "video_digits_cond_cpu"}
 
 
 class PretrainedError(ValueError):

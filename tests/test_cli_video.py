@@ -1,4 +1,5 @@
-"""``dit3d sample|evaluate|export video`` on a tiny untrained video DiT."""
+"""``dit3d sample|evaluate|export video`` on a tiny untrained video DiT, unconditional and class-conditional
+(``--digit``, ``--digits``, ``--true-digits``, ``--guidance``)."""
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 from dit3d.api_video import VideoGenerator
 from dit3d.cli import main
 from dit3d.models import VideoDiTModule
+from dit3d.testing import randomize_
 
 pytest.importorskip("sklearn.datasets")
 
@@ -121,6 +123,81 @@ def test_evaluate_unconditional_scores_digit_realism_beside_real_clips(model_dir
     assert "clips 3..5" in realism["reference"] and "not FID" in realism["judge"]
     assert result["protocol"]["sampling"][0]["task"] == "unconditional"
     assert (tmp_path / "res_unconditional.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def cond_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    m = VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, hidden_size=24, num_heads=4,
+                       num_timesteps=10, num_classes=10)
+    m = randomize_(m, std=0.05).eval()  # an untrained net outputs 0 whatever the digit
+    folder = tmp_path_factory.mktemp("cond")
+    ckpt = folder / "last.ckpt"
+    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams), "epoch": 1, "global_step": 5,
+                "datamodule_hyper_parameters": DATA_HP}, ckpt)
+    main(["export", "video", str(ckpt), "-o", str(folder / "tiny"), "--steps", "2"])
+    return folder / "tiny"
+
+
+def test_sample_a_digit_with_guidance(cond_dir, tmp_path, capsys):
+    out = tmp_path / "threes.npy"
+    main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--digit", "3", "--guidance",
+          "2", "-n", "2", "-o", str(out)])
+    record = json.loads((tmp_path / "threes_sampling.json").read_text())
+    assert (record["digits"], record["guidance"], record["steps"]) == (3, 2.0, 2)
+    gen = VideoGenerator.from_pretrained(cond_dir)
+    assert np.array_equal(np.load(out), gen.sample(2, seed=0, digit=3, guidance=2.0).numpy())
+    assert not np.array_equal(np.load(out), gen.sample(2, seed=0, digit=3).numpy())
+    main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "predict", "--digit", "5", "-n", "2",
+          "-o", str(tmp_path / "p.gif")])
+    with pytest.raises(SystemExit, match="--guidance needs --digit"):
+        main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--guidance", "2",
+              "-o", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match=r"digits must lie in 0\.\.9"):
+        main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--digit", "12",
+              "-o", str(tmp_path / "x.png")])
+    main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--digit", "1", "7", "-n", "2",
+          "-o", str(tmp_path / "one_seven.npy")])  # one digit per clip
+    record = json.loads((tmp_path / "one_seven_sampling.json").read_text())
+    assert record["digits"] == [1, 7]
+    assert np.array_equal(np.load(tmp_path / "one_seven.npy"), gen.sample(2, seed=0, digit=[1, 7]).numpy())
+    with pytest.raises(SystemExit, match="exactly -n 3"):
+        main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--digit", "1", "7",
+              "-n", "3", "-o", str(tmp_path / "x.png")])
+
+
+def test_digits_and_guidance_need_a_conditional_model(model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="--digit needs a class-conditional video model"):
+        main(["sample", "video", "--checkpoint", str(model_dir), "--task", "unconditional", "--digit", "3",
+              "-o", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="--guidance needs a class-conditional video model"):
+        main(["sample", "video", "--checkpoint", str(model_dir), "--guidance", "2", "-o", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="--digits/--true-digits needs a class-conditional"):
+        main(["evaluate", "video", "--checkpoint", str(model_dir), "-n", "2", "--tasks", "unconditional",
+              "--digits"])
+
+
+def test_evaluate_asks_for_digits_and_scores_them(cond_dir, tmp_path, capsys):
+    main(["evaluate", "video", "--checkpoint", str(cond_dir), "-n", "3", "--tasks", "unconditional", "predict",
+          "--digits", "--true-digits", "--guidance", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    uncond = result["tasks"]["unconditional"]
+    acc = uncond["digit_accuracy"]
+    assert acc["frames"] == 3 * 4 and "i % 10" in acc["requested"] and "digits_classifier" in acc["judge"]
+    assert 0 <= acc["generated"] <= 1 and 0 <= acc["held_out_real"] <= 1
+    assert uncond["digit_realism"]["generated"]["frames"] == 3 * 4
+    assert 0 <= result["tasks"]["predict"]["digit_accuracy"]["generated"] <= 1
+    records = {r["task"]: r for r in result["protocol"]["sampling"]}
+    assert (records["unconditional"]["digits"], records["unconditional"]["guidance"]) == ("i % 10", 2.0)
+    assert (records["predict"]["digits"], records["predict"]["guidance"]) == ("true", 2.0)
+    assert "own digit" in result["protocol"]["digits"]["held_out_tasks"]
+    with pytest.raises(SystemExit, match="add --digits"):
+        main(["evaluate", "video", "--checkpoint", str(cond_dir), "-n", "2", "--tasks", "unconditional",
+              "--guidance", "2"])
+    with pytest.raises(SystemExit, match="add --true-digits for predict"):
+        main(["evaluate", "video", "--checkpoint", str(cond_dir), "-n", "2", "--tasks", "predict", "--guidance", "2"])
+    with pytest.raises(SystemExit, match="--digits applies to --tasks unconditional"):
+        main(["evaluate", "video", "--checkpoint", str(cond_dir), "-n", "2", "--tasks", "predict", "--digits"])
 
 
 def test_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):

@@ -93,3 +93,20 @@ def test_one_trunk_only():
         pass
 
 
+@torch.no_grad()
+def test_video_sampling_with_reuse_keeps_the_given_frames_exactly():
+    from dit3d.models import VideoDiT, sample_videos, task_mask
+    from dit3d.objectives import GaussianDiffusion
+    from dit3d.testing import randomize_
+
+    net = randomize_(VideoDiT("DiT-Mini", patch_size=4, num_frames=4, image_size=8, depth=2, hidden_size=24,
+                              num_heads=4), std=0.1)
+    context = torch.rand(2, 1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    given = task_mask("predict", net.tokenizer.grid_size, 1)
+    draw = lambda k: sample_videos(net, GaussianDiffusion(20), 2, context, given, steps=6, eta=1.0,  # noqa: E731
+                                   generator=torch.Generator().manual_seed(0), cache_interval=k)
+    cached, full = draw(3), draw(1)
+    known = net.tokenizer.tokens_to_video(given.expand(2, -1)).expand_as(cached)
+    assert torch.equal(cached[known], context[known])
+    assert not torch.allclose(cached[~known], full[~known], atol=1e-4)
+    assert net.dit.trunk.branch_cache is None

@@ -1,5 +1,6 @@
 """Video DiT (VDT mask modelling): shapes, layouts per block, the given-token flag, masked conditioning
-leaving the given frames exactly unchanged, training, the CPU config, two Lightning steps."""
+leaving the given frames exactly unchanged, training, the CPU config, two Lightning steps; optional digit
+labels with label dropout and classifier-free guidance."""
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,10 @@ def test_shapes_positions_and_zero_output_at_init():
     assert big(torch.randn(1, 3, 8, 16, 16), torch.tensor([5])).shape == (1, 3, 8, 16, 16)
     with pytest.raises(ValueError, match="divisible by 6"):
         tiny(hidden_size=32)
-    with pytest.raises(ValueError, match="does not take num_classes"):
-        tiny(num_classes=10)
+    with pytest.raises(ValueError, match="does not take window_blocks"):
+        tiny(window_blocks=[0])
+    with pytest.raises(ValueError, match="num_classes must be an int >= 0"):
+        tiny(num_classes=-1)
 
 
 def test_attention_layout_per_block():
@@ -192,3 +195,140 @@ def test_two_lightning_steps_on_moving_digits(tmp_path):
     assert trainer.global_step == 2
     assert any(not torch.equal(a, b) for a, b in zip(ema_before, m.ema_model.parameters()))
     assert "val/loss" in trainer.callback_metrics and "val/loss_ema" in trainer.callback_metrics
+
+
+# --------------------------------------------------------------------------- digit labels, guidance
+
+
+def cond(**kw) -> VideoDiT:
+    """Tiny class-conditional net: depth 1, 8x8 patches, 4 frames of 16x16."""
+    args = dict(trunk="DiT-Mini", patch_size=8, num_frames=4, image_size=16, depth=1, hidden_size=24, num_heads=4,
+                num_classes=10)
+    return VideoDiT(**{**args, **kw})
+
+
+def test_conditional_forward_labels_and_config():
+    net = randomize_(cond(), std=0.1).eval()
+    assert net.null_class == 10 and net.dit.y_embed is not None
+    assert net.config["num_classes"] == 10 and net.config["class_dropout"] == 0.1
+    x, t = clips(2, S=16), torch.tensor([3, 7])
+    with torch.no_grad():
+        out = net(x, t, y=torch.tensor([3, 4]))
+        assert out.shape == (2, 1, 4, 16, 16)
+        assert not torch.allclose(out, net(x, t, y=torch.tensor([5, 4])))  # the label matters
+        assert torch.equal(net(x, t), net(x, t, y=torch.full((2,), 10)))  # no label = the null class
+    with pytest.raises(ValueError, match=r"shape \(B,\)"):
+        net(x, t, y=torch.tensor([3]))
+    with pytest.raises(ValueError, match="labels must lie in"):
+        net(x, t, y=torch.tensor([3, 11]))
+    # an unconditional net keeps its old config (no label keys) and rejects labels
+    plain = cond(num_classes=0)
+    assert plain.null_class is None and "num_classes" not in plain.config and "class_dropout" not in plain.config
+    assert VideoDiT(**plain.config).config == plain.config
+    with pytest.raises(ValueError, match="unconditional VideoDiT"):
+        plain(x, t, y=torch.tensor([3, 4]))
+    assert VideoDiT(**net.config).config == net.config
+
+
+def digits_batch(B: int = 4, K: int = 1) -> dict:
+    return {"video": clips(B, S=16), "label": torch.arange(B * K).reshape(B, K) % 10}
+
+
+def test_label_dropout_happens_in_training_only():
+    m = module(patch_size=8, image_size=16, depth=1, num_timesteps=10, num_classes=10, class_dropout=1.0)
+    seen = []
+    for net in (m.model, m.ema_model):
+        forward = net.forward
+        net.forward = lambda x, t, given=None, y=None, _f=forward: seen.append(y) or _f(x, t, given, y)
+    batch = digits_batch()
+    m.training_step(batch, 0)
+    assert len(seen) == 1 and torch.equal(seen[0], torch.full((4,), 10))  # all dropped to the null class
+    seen.clear()
+    m.validation_step(batch, 0)
+    assert len(seen) == 2 and all(torch.equal(y, torch.tensor([0, 1, 2, 3])) for y in seen)  # never dropped
+    seen.clear()
+    keep = module(patch_size=8, image_size=16, depth=1, num_timesteps=10, num_classes=10, class_dropout=0.0)
+    keep.model.forward = lambda x, t, given=None, y=None, _f=keep.model.forward: seen.append(y) or _f(x, t, given, y)
+    keep.training_step(batch, 0)
+    assert torch.equal(seen[0], torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="one digit per clip"):
+        m.training_step(digits_batch(K=2), 0)
+    with pytest.raises(ValueError, match="expects batches with 'label'"):
+        m.training_step({"video": batch["video"]}, 0)
+    uncond = module(patch_size=8, image_size=16, depth=1, num_timesteps=10)
+    assert uncond.unpack(digits_batch(K=2))[1] is None  # labels are not read without num_classes
+
+
+def test_conditional_module_trains_and_rebuilds_from_hparams():
+    torch.manual_seed(0)
+    m = randomize_(module(patch_size=8, image_size=16, depth=1, num_timesteps=10, num_classes=10), std=0.05)
+    assert m.hparams.num_classes == 10 and m.model.null_class == 10
+    m.training_step(digits_batch(), 0).backward()
+    assert m.model.dit.y_embed.embedding_table.weight.grad[:10].abs().sum() > 0  # the labels reach the loss
+    again = VideoDiTModule(**dict(m.hparams))
+    again.load_state_dict(m.state_dict())
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = m.sample(2, steps=2, generator=g(), label=torch.tensor([3, 7]), guidance=2.0)
+    assert torch.equal(a, again.sample(2, steps=2, generator=g(), label=torch.tensor([3, 7]), guidance=2.0))
+
+
+@pytest.mark.parametrize("task", ["predict", "interpolate", "complete"])
+def test_guided_sampling_keeps_the_given_frames_exactly(task):
+    net = randomize_(cond(), std=0.1)
+    diffusion = GaussianDiffusion(10)
+    context = clips(3, S=16)
+    given = task_mask(task, net.tokenizer.grid_size, None if task == "complete" else 1)
+    known = net.tokenizer.tokens_to_video(given.expand(3, -1)).expand_as(context)
+    draw = lambda **kw: sample_videos(net, diffusion, 3, context, given, steps=3, eta=1.0,  # noqa: E731
+                                      generator=torch.Generator().manual_seed(0), **kw)
+    guided = draw(label=torch.tensor([1, 2, 3]), guidance=3.0)
+    assert torch.equal(guided[known], context[known])  # bit for bit
+    ddpm = sample_videos(net, diffusion, 3, context, given, sampler="ddpm", label=4, guidance=3.0,
+                         generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ddpm[known], context[known])
+    plain = draw(label=torch.tensor([1, 2, 3]))
+    assert not torch.equal(guided[~known], plain[~known])  # guidance changes the generated tokens
+    assert torch.equal(draw(), draw(label=None, guidance=1.0))
+
+
+def test_labels_and_guidance_need_a_conditional_model():
+    net, diffusion = cond(num_classes=0), GaussianDiffusion(10)
+    with pytest.raises(ValueError, match="classifier-free guidance needs a class-conditional"):
+        sample_videos(net, diffusion, 1, steps=2, guidance=2.0)
+    with pytest.raises(ValueError, match="label given to an unconditional"):
+        sample_videos(net, diffusion, 1, steps=2, label=3)
+    conditional = cond()
+    with pytest.raises(ValueError, match="needs a label to guide towards"):
+        sample_videos(conditional, diffusion, 1, steps=2, guidance=2.0)
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.9"):
+        sample_videos(conditional, diffusion, 2, steps=2, label=10)
+    with pytest.raises(ValueError, match="label must be an int or a"):
+        sample_videos(conditional, diffusion, 2, steps=2, label=torch.tensor([1, 2, 3]))
+
+
+def test_conditional_cpu_config_differs_only_in_labels_and_output_paths():
+    old = yaml.safe_load((ROOT / "configs/video/moving_digits_cpu.yaml").read_text())
+    new = yaml.safe_load((ROOT / "configs/video/moving_digits_cond_cpu.yaml").read_text())
+    assert new["model"]["init_args"] == {**old["model"]["init_args"], "num_classes": 10, "class_dropout": 0.1}
+    assert new["data"] == old["data"] and new["data"]["init_args"]["num_digits"] == 1
+    paths = yaml.safe_dump(new["trainer"]).replace("video_moving_digits_cond_cpu", "video_moving_digits_cpu")
+    assert yaml.safe_load(paths) == old["trainer"]
+    assert new["trainer"]["default_root_dir"] == "runs/video_moving_digits_cond_cpu"
+    m = VideoDiTModule(**new["model"]["init_args"])
+    assert m.model.null_class == 10 and m.model.video_shape == (1, 8, 32, 32)
+    text = (ROOT / "configs/video/moving_digits_cond_cpu.yaml").read_text()
+    assert "classifier-free guidance" in text and "TODO" not in text  # the header records what was measured
+    assert "data/video_digits_cond_cpu" in text and (ROOT / "data/video_digits_cond_cpu/config.json").is_file()
+
+
+def test_conditional_cpu_config_parses_with_lightning_cli(tmp_path):
+    pytest.importorskip("sklearn")
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    config = ROOT / "configs/video/moving_digits_cond_cpu.yaml"
+    cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                       run=False, args=["-c", str(config), f"--trainer.default_root_dir={tmp_path}",
+                                        "--trainer.logger=false", "--trainer.callbacks=[]"])
+    assert isinstance(cli.model, VideoDiTModule) and cli.model.hparams.num_classes == 10
+    assert cli.model.hparams.class_dropout == 0.1 and cli.datamodule.hparams.num_digits == 1

@@ -4,9 +4,12 @@
   ``unconditional`` clips from noise, or ``predict``/``backward``/``interpolate``/``complete`` on held-out
   moving-digits clips; to a PNG strip (ground truth over sample, given frames ringed in green), an animated GIF,
   or an ``.npy`` with ``<stem>_known.npy`` (given pixels), ``<stem>_truth.npy`` and ``<stem>_sampling.json``.
+  A class-conditional model (``num_classes: 10``) takes ``--digit D`` and ``--guidance W`` (classifier-free).
 - ``evaluate video``: per-task MSE and PSNR of the generated pixels against the ground truth
   (:mod:`dit3d.metrics.video`), beside a copy-the-nearest-given-frame baseline; one JSON line, and with
-  ``--out`` a PNG strip per task.
+  ``--out`` a PNG strip per task. For a class-conditional model, ``--digits`` asks unconditional clip ``i``
+  for digit ``i % 10`` and scores ``digit_accuracy`` against it; ``--true-digits`` conditions the held-out
+  tasks on each clip's own digit (off by default, so the scores compare with unconditional models).
 - ``export video``: Lightning checkpoint of :class:`~dit3d.models.VideoDiTModule` -> pretrained folder.
 """
 from __future__ import annotations
@@ -29,8 +32,9 @@ DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parents[2] / "data" / "video_d
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default=None, help="video-DiT pretrained folder (from `dit3d export video`; "
-                                                      f"default {DEFAULT_CHECKPOINT})")
+    p.add_argument("--checkpoint", default=None,
+                   help="video-DiT pretrained folder (from `dit3d export video`) or shipped name (video-digits-cpu, "
+                        f"video-digits-cond-cpu: digit-conditional); default {DEFAULT_CHECKPOINT}")
     p.add_argument("--context", type=positive_int, help="given frames: the first (predict) or last (backward) K, or "
                                                         "K at each end (interpolate); default half (a quarter at "
                                                         "each end)")
@@ -39,6 +43,8 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=("ddim", "ddpm"), help="default: the checkpoint's (ddim)")
     p.add_argument("--steps", type=positive_int, help="DDIM steps (default: the checkpoint's; DDPM runs all T)")
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
+    p.add_argument("--guidance", type=float, help="class-conditional models: classifier-free guidance weight "
+                                                  "towards the requested digit (1: none; default: the checkpoint's)")
     p.add_argument("--batch-size", type=positive_int, help="clips denoised together (default: the checkpoint's)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
@@ -55,22 +61,39 @@ def _generator(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k in ("sampler", "steps", "eta", "batch_size") if (v := getattr(args, k)) is not None}
+    return {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size") if (v := getattr(args, k)) is not None}
 
 
-def _run(gen: Any, task: str, n: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
-                                                                          dict[str, Any]]:
-    """Run ``task`` on ``n`` clips: samples, given pixels, ground truth (``None`` if unconditional), record."""
+def _guided(args: argparse.Namespace) -> bool:
+    return args.guidance is not None and args.guidance != 1.0
+
+
+def _check_conditioning(gen: Any, args: argparse.Namespace, digit_flags: str, asks_digits: bool) -> None:
+    """Fail before sampling when digits (``asks_digits``, given by ``digit_flags``) or guidance
+    are asked of an unconditional model."""
+    if gen.num_classes == 0 and (asks_digits or _guided(args)):
+        what = digit_flags if asks_digits else "--guidance"
+        raise SystemExit(f"{what} needs a class-conditional video model; {args.checkpoint or DEFAULT_CHECKPOINT} "
+                         "has no digit labels (num_classes=0). Train one: OMP_NUM_THREADS=2 dit3d fit -c "
+                         "configs/video/moving_digits_cond_cpu.yaml")
+
+
+def _run(gen: Any, task: str, n: int, args: argparse.Namespace, digit: Any = None,
+         digits: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Run ``task`` on ``n`` clips: samples, given pixels, ground truth (``None`` if unconditional), record.
+
+    ``digit``: conditional models: the digit of every clip or ``(n,)`` one per clip (``None``:
+    any digit); ``digits``: how they were chosen, for the record."""
     if task == "unconditional" and args.context is not None:
         raise SystemExit("--context applies to conditioned tasks, not unconditional")
     options = _options(args)
     start = time.perf_counter()
     truth = None if task == "unconditional" else gen.test_clips(n, args.start)
     if truth is None:
-        clips = gen.sample(n, seed=args.seed, **options)
+        clips = gen.sample(n, seed=args.seed, digit=digit, **options)
         known = np.zeros((n, 1, *gen.video_shape[1:]), dtype=bool)
     else:
-        clips, known = gen.run_task(task, truth, context_frames=args.context, seed=args.seed, **options)
+        clips, known = gen.run_task(task, truth, context_frames=args.context, seed=args.seed, digit=digit, **options)
         known = known.numpy()
     seconds = time.perf_counter() - start
     effective = {**gen.sampling, **options}
@@ -78,8 +101,8 @@ def _run(gen: Any, task: str, n: int, args: argparse.Namespace) -> tuple[np.ndar
         effective["steps"] = None
     record = {"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT), "task": task, "context": args.context,
               "first_clip": args.start, "seed": args.seed, "num_clips": n,
-              **{k: effective.get(k) for k in ("sampler", "steps", "eta")}, "device": args.device,
-              "seconds": round(seconds, 2)}
+              **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta")}, "digits": digits,
+              "device": args.device, "seconds": round(seconds, 2)}
     return clips.numpy().astype(np.float32), known, None if truth is None else truth.numpy(), record
 
 
@@ -114,11 +137,15 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
                                    "frames) or complete (a central region) on held-out moving-digits clips. .png: a "
                                    "row per clip (ground truth above each sample; given frames ringed in green). "
                                    ".gif: the clips playing side by side. .npy: (n, C, F, H, W) float32 in [-1, 1] "
-                                   "with <stem>_known.npy, <stem>_truth.npy and <stem>_sampling.json beside it.")
+                                   "with <stem>_known.npy, <stem>_truth.npy and <stem>_sampling.json beside it. "
+                                   "A class-conditional model draws --digit D, guided towards it by --guidance W.")
     p.add_argument("--task", choices=TASKS, default="predict")
     p.add_argument("-n", type=positive_int, default=8, help="number of clips")
     p.add_argument("-o", "--output", required=True, help="output file (.png strip, .gif or .npy)")
     p.add_argument("--scale", type=positive_int, default=3, help="picture pixels per clip pixel")
+    p.add_argument("--digit", type=int, nargs="+", metavar="D",
+                   help="class-conditional models: the digit every clip shows, or one per clip (-n of them; guide "
+                        "towards it with --guidance); default: any digit")
     _add_sampling_options(p)
     p.set_defaults(run=run_sample)
 
@@ -129,7 +156,13 @@ def run_sample(args: argparse.Namespace) -> None:
     out = Path(args.output)
     _check_out(out, SAMPLE_SUFFIXES)
     gen = _generator(args)
-    clips, known, truth, record = _run(gen, args.task, args.n, args)
+    _check_conditioning(gen, args, "--digit", args.digit is not None)
+    if _guided(args) and args.digit is None:
+        raise SystemExit("--guidance needs --digit: the digit to guide towards")
+    digit = None if args.digit is None else args.digit[0] if len(args.digit) == 1 else args.digit
+    if isinstance(digit, list) and len(digit) != args.n:
+        raise SystemExit(f"--digit: give one digit for every clip or exactly -n {args.n} of them, got {len(digit)}")
+    clips, known, truth, record = _run(gen, args.task, args.n, args, digit, digit)
     suffix = out.suffix.lower()
     if suffix == ".png":
         write_strip(out, clips, known, truth, scale=args.scale)
@@ -141,7 +174,8 @@ def run_sample(args: argparse.Namespace) -> None:
         if truth is not None:
             _write(out.with_name(out.stem + "_truth.npy"), truth.astype(np.float32))
         _write_json(out.with_name(out.stem + "_sampling.json"), record)
-    print(f"wrote {args.n} clips ({args.task}) to {out} in {record['seconds']:.1f} s", file=sys.stderr)
+    said = "" if digit is None else f", digit {digit}" if isinstance(digit, int) else f", digits {digit}"
+    print(f"wrote {args.n} clips ({args.task}{said}) to {out} in {record['seconds']:.1f} s", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -153,11 +187,20 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                                    "saw) and score the generated pixels against the ground truth: MSE and PSNR on "
                                    "the [0, 1] intensity scale (dit3d.metrics.video), beside a baseline that copies "
                                    "the nearest given frame, and (one-digit clips) the share of generated frames "
-                                   "the shipped digit classifier reads as the clip's digit. Prints one JSON line.")
+                                   "the shipped digit classifier reads as the clip's digit. A class-conditional "
+                                   "model can be asked for digits (--digits, --true-digits) and guided towards "
+                                   "them (--guidance). Prints one JSON line.")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=["predict", "interpolate"],
                    help="unconditional clips have no ground truth: they get digit_realism scores against the "
                         "first -n held-out clips, beside the same scores of the next -n held-out clips")
     p.add_argument("-n", type=positive_int, default=64, help="clips per task")
+    p.add_argument("--digits", action="store_true",
+                   help="class-conditional models, --tasks unconditional: ask clip i for digit i %% 10 (guided "
+                        "by --guidance) and add digit_accuracy: the share of its frames the digit classifier "
+                        "reads as that digit, beside the same share of real held-out clips")
+    p.add_argument("--true-digits", action="store_true",
+                   help="class-conditional models, held-out tasks (predict...): condition each clip on its own "
+                        "digit; off by default, so the scores compare with unconditional models")
     p.add_argument("--out", help="also write the JSON here, with a PNG strip of the first 4 clips per task beside "
                                  "it (same name, ending _<task>.png)")
     _add_sampling_options(p)
@@ -180,6 +223,11 @@ def _digit_judge(gen: Any, args: argparse.Namespace) -> tuple[Any, np.ndarray] |
         return None
 
 
+def _judged_by(judge: Any) -> str:
+    return (f"{Path(judge.path).name} (test accuracy {judge.info.get('test_accuracy')}) on the 16x16 window "
+            "centred on each frame's ink (dit3d.metrics.video.digit_accuracy)")
+
+
 def _digit_scores(judge: Any, labels: np.ndarray, known: np.ndarray,
                   clips: dict[str, np.ndarray]) -> dict[str, Any]:
     """``{"digit_accuracy": {...}}`` of the frames with generated pixels, for each of ``clips``
@@ -188,9 +236,26 @@ def _digit_scores(judge: Any, labels: np.ndarray, known: np.ndarray,
 
     scored = (~known).reshape(*known.shape[:3], -1).any(-1)[:, 0]  # (n, F) frames with generated pixels
     acc = {name: digit_accuracy(x, labels, scored, judge) for name, x in clips.items()}
-    judged = (f"{Path(judge.path).name} (test accuracy {judge.info.get('test_accuracy')}) on the 16x16 window "
-              "centred on each frame's ink (dit3d.metrics.video.digit_accuracy)")
-    return {"digit_accuracy": {**acc, "frames": int(scored.sum()), "judge": judged}}
+    return {"digit_accuracy": {**acc, "frames": int(scored.sum()), "judge": _judged_by(judge)}}
+
+
+def _requested_digit_scores(gen: Any, judge: tuple[Any, np.ndarray] | None, clips: np.ndarray, digits: np.ndarray,
+                            args: argparse.Namespace) -> dict[str, Any]:
+    """``{"digit_accuracy": {...}}`` of every frame of clips generated from nothing, against the
+    ``digits`` ``(n,)`` they were asked for, beside the same score of the real held-out clips
+    ``start..start+n`` against their own digits (what the judge makes of real clips); ``None``
+    without a judge."""
+    from dit3d.metrics.video import digit_accuracy
+
+    if judge is None:
+        return {"digit_accuracy": None}
+    classifier, labels = judge
+    frames = np.ones(clips.shape[:1] + clips.shape[2:3], dtype=bool)  # (n, F): every frame is generated
+    real = gen.test_clips(args.n, args.start)
+    return {"digit_accuracy": {"generated": digit_accuracy(clips, digits, frames, classifier),
+                               "held_out_real": digit_accuracy(real, labels, frames, classifier),
+                               "frames": int(frames.sum()), "requested": "clip i asks for digit i % 10",
+                               "judge": _judged_by(classifier)}}
 
 
 def _realism(gen: Any, judge: Any, clips: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
@@ -219,14 +284,37 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if out is not None:
         _check_out(out, (".json",))
     gen = _generator(args)
+    held_out = [t for t in args.tasks if t != "unconditional"]
+    if args.digits and "unconditional" not in args.tasks:
+        raise SystemExit("--digits applies to --tasks unconditional; use --true-digits for held-out tasks")
+    if args.true_digits and not held_out:
+        raise SystemExit("--true-digits applies to held-out tasks (predict...); use --digits for unconditional")
+    _check_conditioning(gen, args, "--digits/--true-digits", args.digits or args.true_digits)
+    if _guided(args) and "unconditional" in args.tasks and not args.digits:
+        raise SystemExit("--guidance needs a digit to guide towards: add --digits for --tasks unconditional")
+    if _guided(args) and held_out and not args.true_digits:
+        raise SystemExit(f"--guidance needs a digit to guide towards: add --true-digits for {', '.join(held_out)}")
+    true_digits = None
+    if args.true_digits:
+        labels = gen.test_labels(args.n, args.start).numpy()  # (n, K)
+        if labels.shape[1] != 1:
+            raise SystemExit(f"--true-digits needs one-digit clips; these have {labels.shape[1]} digits each")
+        true_digits = labels[:, 0]  # (n,)
     result: dict[str, Any] = {"tasks": {}}
     records = []
     judge = _digit_judge(gen, args)
     for task in args.tasks:
-        clips, known, truth, record = _run(gen, task, args.n, args)
+        if task == "unconditional":
+            digit = np.arange(args.n) % 10 if args.digits else None  # (n,): clip i asks for digit i % 10
+            clips, known, truth, record = _run(gen, task, args.n, args, digit, "i % 10" if args.digits else None)
+        else:
+            digit = true_digits
+            clips, known, truth, record = _run(gen, task, args.n, args, digit, "true" if args.true_digits else None)
         records.append(record)
         if truth is None:
             result["tasks"][task] = _realism(gen, judge[0] if judge else None, clips, args)
+            if digit is not None:
+                result["tasks"][task].update(_requested_digit_scores(gen, judge, clips, digit, args))
             if out is not None:
                 write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4])
             continue
@@ -241,10 +329,15 @@ def run_evaluate(args: argparse.Namespace) -> None:
                                                                        "copy_baseline": copied}))
         if out is not None:
             write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4], truth[:4])
+    digits = None  # what a class-conditional model was told (an unconditional one takes no digits)
+    if gen.num_classes:
+        digits = {"unconditional": "clip i asks for digit i % 10" if args.digits else "none (any digit)",
+                  "held_out_tasks": "each clip's own digit" if args.true_digits else
+                                    "none (comparable with unconditional models)"}
     result["protocol"] = {"metric": "MSE and PSNR (dB) of the generated pixels on the [0, 1] intensity scale, "
                                     "mean over clips (dit3d.metrics.video)",
                           "clips": "held-out moving-digits clips (test split: unseen source digits)",
-                          "data": gen.data, "sampling": records}
+                          "data": gen.data, "sampling": records, "digits": digits}
     line = json.dumps(result)
     print(line)
     if out is not None:

@@ -15,6 +15,19 @@ from dit3d.models.video_masks import DEFAULT_TASK_WEIGHTS, VIDEO_TASKS, sample_t
 from dit3d.objectives import GaussianDiffusion, known_training_loss
 
 
+def video_labels(batch: Mapping[str, Tensor]) -> Tensor:
+    """The class ``(B,)`` long of one-digit clips from a batch dict: ``batch["label"][:, 0]``
+    (:class:`dit3d.data.MovingDigitsDataModule` gives ``(B, K)``, ``K`` digits per clip)."""
+    if "label" not in batch:
+        raise ValueError(f"a class-conditional VideoDiTModule (num_classes >= 1) expects batches with 'label' "
+                         f"(B, 1), got {sorted(batch)}; use MovingDigitsDataModule or set num_classes: 0")
+    label = batch["label"]
+    if label.dim() != 2 or label.shape[1] != 1:
+        raise ValueError(f"a class-conditional VideoDiTModule needs one digit per clip: batch['label'] of shape "
+                         f"(B, 1), got {tuple(label.shape)}; set num_digits: 1 in the data, or num_classes: 0")
+    return label[:, 0].long()  # (B,)
+
+
 def video_batch(batch: Mapping[str, Tensor]) -> Tensor:
     """Clips ``(B, C, F, H, W)`` float from a batch dict (as made by
     :class:`dit3d.data.MovingDigitsDataModule`)."""
@@ -45,6 +58,11 @@ class VideoDiTModule(DDPMModule):
     (DDIM by default, EMA weights) takes any mask, so the one network serves every task.
     Validation logs ``val/loss`` and ``val/loss_ema`` on the same masks, ``t`` and noise.
 
+    With ``num_classes >= 1`` the network is also told each clip's digit
+    (``batch["label"][:, 0]``; one-digit clips only), dropped to the null class with
+    probability ``class_dropout`` in training (never in validation), so that
+    :meth:`sample` can guide towards a digit (classifier-free guidance, Ho & Salimans 2022).
+
     Clips are expected in ``[-1, 1]`` (what :mod:`dit3d.data.moving_digits` yields),
     which ``clip_denoised=1.0`` of :meth:`sample` assumes.
 
@@ -63,10 +81,16 @@ class VideoDiTModule(DDPMModule):
             where the digit is, barely count; ``"v"`` weights them by SNR + 1 instead.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         ema_decay: decay of the weight average that sampling uses; 0 disables it.
+        num_classes: digit classes to condition on (10 for moving digits); 0 (default):
+            unconditional in class labels.
+        class_dropout: label dropout rate in training, for classifier-free guidance.
 
     Example:
         >>> m = VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, num_timesteps=10)
         >>> m.sample(2, steps=2, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 1, 4, 16, 16])
+        >>> c = VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, num_timesteps=10, num_classes=10)
+        >>> c.sample(2, steps=2, generator=torch.Generator().manual_seed(0), label=3, guidance=2.0).shape
         torch.Size([2, 1, 4, 16, 16])
     """
 
@@ -76,13 +100,15 @@ class VideoDiTModule(DDPMModule):
                  hidden_size: int | None = None, num_heads: int | None = None,
                  task_weights: dict[str, float] | None = None, num_timesteps: int = 1000, schedule: str = "linear",
                  beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "eps", lr: float = 1e-4,
-                 weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.9999) -> None:
+                 weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.9999, num_classes: int = 0,
+                 class_dropout: float = 0.1) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.task_weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
         task_probabilities(self.task_weights)  # fail early on bad weights
         self.model = VideoDiT(trunk, patch_size, time_patch, num_frames, image_size, in_channels, attention,
-                              depth=depth, hidden_size=hidden_size, num_heads=num_heads)
+                              depth=depth, hidden_size=hidden_size, num_heads=num_heads, num_classes=num_classes,
+                              class_dropout=class_dropout)
         grid = self.model.tokenizer.grid_size
         for task, need in (("predict", 2), ("backward", 2), ("interpolate", 3)):
             if self.task_weights.get(task, 0) > 0 and grid[0] < need:
@@ -91,38 +117,58 @@ class VideoDiTModule(DDPMModule):
         self.ema_model = ema_copy(self.model, ema_decay)
         self.diffusion = GaussianDiffusion(num_timesteps, schedule, prediction, beta_start, beta_end)
 
-    def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, None]:
-        return video_batch(batch), None
+    @property
+    def conditional(self) -> bool:
+        """Whether the network is conditioned on class labels (``num_classes >= 1``)."""
+        return self.model.null_class is not None
 
-    def masked_loss(self, net: torch.nn.Module, video: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """Clips ``(B, C, F, H, W)`` and, for a conditional network, their digits ``(B,)``
+        (``None`` otherwise: the labels of the batch are not read)."""
+        video = video_batch(batch)
+        if not self.conditional:
+            return video, None
+        label = video_labels(batch).to(video.device)  # (B,)
+        if label.shape[0] != video.shape[0]:
+            raise ValueError(f"batch['label'] has {label.shape[0]} rows for {video.shape[0]} clips")
+        return video, label
+
+    def masked_loss(self, net: torch.nn.Module, video: Tensor, generator: torch.Generator | None = None,
+                    y: Tensor | None = None) -> Tensor:
         """The mask-modelling loss of ``net`` on ``video`` with a task mask per clip drawn
-        from ``generator`` (``None``: torch's global RNG), as are ``t`` and the noise."""
+        from ``generator`` (``None``: torch's global RNG), as are ``t`` and the noise;
+        ``y`` ``(B,)``: the labels the network is told (conditional networks; ``None``: null class)."""
         given, _ = sample_task_masks(video.shape[0], self.model.tokenizer.grid_size, self.task_weights, generator)
         given = given.to(video.device)  # (B, T)
         known = self.model.tokenizer.tokens_to_video(given)  # (B, 1, F, H, W)
-        return known_training_loss(self.diffusion, net, video, known, generator, given=given)
+        if y is None:  # as before labels existed: the network's forward keeps its default
+            return known_training_loss(self.diffusion, net, video, known, generator, given=given)
+        return known_training_loss(self.diffusion, net, video, known, generator, given=given, y=y)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        video, _ = self.unpack(batch)
-        loss = self.masked_loss(self.model, video)
+        video, label = self.unpack(batch)
+        y = None if label is None else self.model.drop_labels(label)  # (B,), null class with prob class_dropout
+        loss = self.masked_loss(self.model, video, y=y)
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        video, _ = self.unpack(batch)
+        video, label = self.unpack(batch)  # no label dropout: the conditional loss
         for name, net in (("val/loss", self.model), ("val/loss_ema", self.ema_model)):
             if net is not None:
                 g = torch.Generator().manual_seed(1000 + batch_idx)  # same masks, t and noise for both
-                self.log(name, self.masked_loss(net, video, g), prog_bar=True, batch_size=video.shape[0])
+                self.log(name, self.masked_loss(net, video, g, y=label), prog_bar=True, batch_size=video.shape[0])
 
     def sample(self, num_samples: int, context: Tensor | None = None, given: Tensor | None = None,
                sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
                clip_denoised: float | None = 1.0, generator: torch.Generator | None = None,
-               progress: bool = False) -> Tensor:
+               progress: bool = False, label: int | Tensor | None = None, guidance: float = 1.0) -> Tensor:
         """``(num_samples, C, F, H, W)`` clips, equal to ``context`` on the ``given`` tokens
-        (:func:`~dit3d.models.video_dit_sampling.sample_videos` with the EMA network)."""
+        (:func:`~dit3d.models.video_dit_sampling.sample_videos` with the EMA network); a
+        conditional module takes a ``label`` (int, or ``(num_samples,)``; ``None``: the null
+        class) and a classifier-free ``guidance`` weight."""
         return sample_videos(self.sampling_model, self.diffusion, num_samples, context, given, sampler, steps, eta,
-                             clip_denoised, generator, progress)
+                             clip_denoised, generator, progress, label, guidance)
 
 
-__all__ = ["VIDEO_TASKS", "VideoDiTModule", "video_batch"]
+__all__ = ["VIDEO_TASKS", "VideoDiTModule", "video_batch", "video_labels"]

@@ -1,12 +1,17 @@
 """Video DiT generation, shared by the Lightning module and user-facing code: any task by
-its mask (VDT), DDIM on a few steps (default) or ancestral DDPM through all of them."""
+its mask (VDT), DDIM on a few steps (default) or ancestral DDPM through all of them, and,
+for class-conditional networks, a label per clip with classifier-free guidance."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from dit3d.models.ddpm_generation import sample_labels
 from dit3d.models.video_dit import VideoDiT
-from dit3d.objectives import GaussianDiffusion, known_sample_loop
+from dit3d.nn import branch_caching
+from dit3d.objectives import GaussianDiffusion, classifier_free_guidance, known_sample_loop
 
 
 def check_given(model: VideoDiT, given: Tensor | None, num_samples: int) -> Tensor:
@@ -21,16 +26,55 @@ def check_given(model: VideoDiT, given: Tensor | None, num_samples: int) -> Tens
     return given.expand(num_samples, T).cpu()
 
 
+def guided_model(model: VideoDiT, num_samples: int, label: int | Tensor | None = None,
+                 guidance: float = 1.0) -> Callable[..., Tensor]:
+    r"""The noise predictor the samplers call: ``model`` itself, or, with a label, the
+    classifier-free guided :math:`\hat\epsilon_\varnothing + w (\hat\epsilon_y - \hat\epsilon_\varnothing)`
+    (:func:`~dit3d.objectives.classifier_free_guidance`, both halves in one doubled batch).
+
+    Args:
+        model: the network; ``model.null_class`` is ``None`` when it is unconditional.
+        num_samples: clips ``B``.
+        label: class of every clip (int) or one per clip ``(B,)``, in ``0..num_classes-1``;
+            ``None``: the null class (unconditional samples). Only for conditional networks.
+        guidance: guidance weight :math:`w` (1: the conditional network as it is). Needs a
+            conditional network and a label.
+
+    Raises:
+        ValueError: a label or guidance for an unconditional network, guidance without a
+            label, labels of the wrong shape or out of range.
+    """
+    null = model.null_class
+    if null is None:
+        if label is not None:
+            raise ValueError("label given to an unconditional video DiT (num_classes=0): it draws clips of any "
+                             "digit; leave label=None, or train a class-conditional one (num_classes >= 1)")
+        if guidance != 1.0:
+            raise ValueError(f"classifier-free guidance needs a class-conditional video DiT (num_classes >= 1), "
+                             f"this one has no class labels; leave guidance at 1, got {guidance}")
+        return model
+    if label is None:
+        if guidance != 1.0:
+            raise ValueError(f"guidance {guidance} needs a label to guide towards: pass label (a class, or one "
+                             "per clip), or leave guidance at 1 for unconditional (null-class) samples")
+        return model  # y=None: the null class
+    y = sample_labels(label, num_samples, null, next(model.parameters()).device)  # (B,)
+    return classifier_free_guidance(model, guidance, {"y": y}, {"y": torch.full_like(y, null)})
+
+
 @torch.no_grad()
 def sample_videos(model: VideoDiT, diffusion: GaussianDiffusion, num_samples: int, context: Tensor | None = None,
                   given: Tensor | None = None, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
                   clip_denoised: float | None = 1.0, generator: torch.Generator | None = None,
-                  progress: bool = False) -> Tensor:
+                  progress: bool = False, label: int | Tensor | None = None, guidance: float = 1.0,
+                  cache_interval: int = 1) -> Tensor:
     r"""Generate clips, or the missing tokens of ``context`` clips, with a trained :class:`VideoDiT`.
 
     The given tokens of ``context`` are handed to the network clean at every step and
     copied into the output unchanged (:func:`~dit3d.objectives.known_sample_loop`); the
-    rest is drawn from noise. Runs in eval mode and restores the mode.
+    rest is drawn from noise. A class-conditional network may be given a label per clip
+    and guided towards it (:func:`guided_model`); the given tokens still come back
+    exactly as they were. Runs in eval mode and restores the mode.
 
     Args:
         model: the noise predictor.
@@ -47,6 +91,12 @@ def sample_videos(model: VideoDiT, diffusion: GaussianDiffusion, num_samples: in
             ``[-1, 1]``, as :mod:`dit3d.data.moving_digits`); ``None`` does not clamp.
         generator: random generator for the initial noise and every step.
         progress: show a progress bar.
+        label: class of every clip or ``(B,)`` one per clip (conditional networks only);
+            ``None``: the null class, i.e. unconditional in class labels.
+        guidance: classifier-free guidance weight :math:`w` (1: none); needs a conditional
+            network and a label.
+        cache_interval: reuse the blocks' attention and MLP outputs between full steps
+            every ``cache_interval`` steps (FORA, :mod:`dit3d.nn.step_cache`); 1: no reuse.
 
     Shapes:
         -> ``(num_samples, C, F, H, W)``, equal to ``context`` on the given tokens
@@ -64,10 +114,12 @@ def sample_videos(model: VideoDiT, diffusion: GaussianDiffusion, num_samples: in
         raise ValueError(f"context must have shape {shape} (num_samples, C, F, H, W), got {tuple(context.shape)}")
     context = context.to(device=device, dtype=torch.get_default_dtype())
     known = model.tokenizer.tokens_to_video(mask)  # (B, 1, F, H, W)
+    model_fn = guided_model(model, num_samples, label, float(guidance))
     was_training = model.training
     model.eval()
     try:
-        return known_sample_loop(diffusion, model, context, known, sampler, steps, eta, clip_denoised, generator,
-                                 progress=progress, given=mask)
+        with branch_caching(model, cache_interval):
+            return known_sample_loop(diffusion, model_fn, context, known, sampler, steps, eta, clip_denoised,
+                                     generator, progress=progress, given=mask)
     finally:
         model.train(was_training)
