@@ -158,14 +158,16 @@ class VideoGenerator(DDPMGenerator):
         diffusion: :class:`~dit3d.objectives.GaussianDiffusion` arguments it was trained with.
         data: moving-digits settings (:data:`DATA_KEYS`) of the training clips, or ``None``.
         sampling: defaults for ``sampler``, ``steps``, ``guidance``, ``eta``, ``batch_size``
-            (over :data:`DEFAULT_SAMPLING`); ``guidance`` must stay 1 for an unconditional network.
+            (over :data:`DEFAULT_SAMPLING`); the stored ``guidance`` applies when a digit is
+            asked for and must stay 1 for an unconditional network.
 
     Example:
         >>> gen = VideoGenerator.from_lightning(load_video_dit_checkpoint("last.ckpt"))  # doctest: +SKIP
         >>> clips, given = gen.run_task("predict", n=4, seed=0)  # doctest: +SKIP
         >>> clips.shape  # doctest: +SKIP
         torch.Size([4, 1, 8, 32, 32])
-        >>> threes = gen.sample(8, seed=0, digit=3, guidance=2.0)  # a conditional model  # doctest: +SKIP
+        >>> cond = VideoGenerator.from_pretrained("video-digits-cond-cpu")  # doctest: +SKIP
+        >>> threes = cond.sample(8, seed=0, digit=3)  # guided by its stored weight (4)  # doctest: +SKIP
     """
 
     KIND = "dit-video"
@@ -197,6 +199,18 @@ class VideoGenerator(DDPMGenerator):
     @classmethod
     def _from_config(cls, net: VideoDiT, config: dict[str, Any]) -> VideoGenerator:
         return cls(net, config["diffusion"], config.get("data"), config["sampling"])
+
+    @staticmethod
+    def effective_guidance(guidance: float, has_digit: bool, explicit: bool) -> float:
+        """The guidance weight a call runs with: ``guidance`` towards a digit; without a digit
+        there is nothing to guide towards, so a stored default falls back to 1 (the null
+        class) and an explicit weight other than 1 is an error."""
+        if has_digit:
+            return float(guidance)
+        if explicit and float(guidance) != 1.0:
+            raise ValueError(f"guidance {guidance} needs a digit to guide towards: pass digit (one, or one per "
+                             "clip), or guidance=1 for clips of any digit")
+        return 1.0
 
     def _check_guidance(self, opts: Mapping[str, Any]) -> None:
         if self.num_classes == 0 and float(opts["guidance"]) != 1.0:
@@ -283,7 +297,8 @@ class VideoGenerator(DDPMGenerator):
             digit: conditional networks only: the digit of every clip, or ``n`` of them;
                 ``None``: the null class (any digit).
             guidance: classifier-free guidance weight towards ``digit`` (1: none; ``None``:
-                the stored default); other than 1 only with a conditional network and a digit.
+                the stored default, used only when a digit is given); other than 1 only with
+                a conditional network and a digit.
             **options: override the stored ``sampler``, ``steps``, ``eta``, ``batch_size``,
                 ``cache_interval`` (:mod:`dit3d.nn.step_cache`; 1: every step in full).
 
@@ -297,9 +312,8 @@ class VideoGenerator(DDPMGenerator):
         opts = self._options(options if guidance is None else {**options, "guidance": guidance})
         self._check_guidance(opts)
         y = self.digit_labels(digit, n)  # (n,) or None
-        if y is None and float(opts["guidance"]) != 1.0:
-            raise ValueError(f"guidance {opts['guidance']} needs a digit to guide towards: pass digit (one, or one "
-                             "per clip), or guidance=1 for clips of any digit")
+        opts["guidance"] = self.effective_guidance(opts["guidance"], y is not None,
+                                                   guidance is not None or "guidance" in options)
         g = self._generator(seed)
         out = []
         for s in range(0, n, opts["batch_size"]):

@@ -161,6 +161,15 @@ def test_sample_a_digit_with_guidance(cond_dir, tmp_path, capsys):
     record = json.loads((tmp_path / "one_seven_sampling.json").read_text())
     assert record["digits"] == [1, 7]
     assert np.array_equal(np.load(tmp_path / "one_seven.npy"), gen.sample(2, seed=0, digit=[1, 7]).numpy())
+    guided = tmp_path / "guided"
+    main(["export", "video", str(cond_dir.parent / "last.ckpt"), "-o", str(guided), "--steps", "2", "--guidance", "2"])
+    main(["sample", "video", "--checkpoint", str(guided), "--task", "unconditional", "--digit", "3", "-n", "2",
+          "-o", str(tmp_path / "g.npy")])  # the stored weight guides towards the digit
+    assert json.loads((tmp_path / "g_sampling.json").read_text())["guidance"] == 2.0
+    assert np.array_equal(np.load(tmp_path / "g.npy"), np.load(out))
+    main(["sample", "video", "--checkpoint", str(guided), "--task", "unconditional", "-n", "2",
+          "-o", str(tmp_path / "any.npy")])  # no digit: nothing to guide towards
+    assert json.loads((tmp_path / "any_sampling.json").read_text())["guidance"] == 1.0
     with pytest.raises(SystemExit, match="exactly -n 3"):
         main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--digit", "1", "7",
               "-n", "3", "-o", str(tmp_path / "x.png")])

@@ -97,6 +97,7 @@ def _run(gen: Any, task: str, n: int, args: argparse.Namespace, digit: Any = Non
         known = known.numpy()
     seconds = time.perf_counter() - start
     effective = {**gen.sampling, **options}
+    effective["guidance"] = gen.effective_guidance(effective["guidance"], digit is not None, "guidance" in options)
     if effective.get("sampler") == "ddpm" and "steps" not in options:
         effective["steps"] = None
     record = {"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT), "task": task, "context": args.context,
@@ -354,6 +355,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "checkpoint, its epoch and step, the data module's settings and any --note "
                                    "KEY=VALUE.")
     add_ddpm_export_args(p, "VideoDiTModule")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="class-conditional models: default classifier-free guidance weight when a digit is asked "
+                        "for (1: none; sampling without a digit always uses 1)")
     p.set_defaults(run=run_export)
 
 
@@ -365,6 +369,7 @@ def run_export(args: argparse.Namespace) -> None:
     module = load_video_dit_checkpoint(args.checkpoint)
     provenance = fit_provenance(args.checkpoint, notes)
     gen = VideoGenerator.from_lightning(module, data=data_settings(provenance["data"]),
-                                        sampling={"sampler": args.sampler, "steps": steps, "eta": args.eta})
+                                        sampling={"sampler": args.sampler, "steps": steps, "eta": args.eta,
+                                                  "guidance": args.guidance})
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
