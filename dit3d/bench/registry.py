@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "dit3d": "dit3d.bench.dit3d:run",
     "image": "dit3d.bench.image:run",
     "video": "dit3d.bench.video:run",
+    "threads": "dit3d.bench.threads:run",
 }
 
 
