@@ -70,6 +70,21 @@ def test_sample_npy_writes_labels_and_sampling_record(model_dir, tmp_path, capsy
     assert "wrote 20 images" in capsys.readouterr().err
 
 
+def test_sample_with_cache_interval_reuses_attention_and_mlp(tmp_path):
+    from dit3d.testing import randomize_
+
+    torch.manual_seed(0)
+    net = randomize_(ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, num_timesteps=10), 0.05)
+    gen = ImageGenerator.from_lightning(net.eval(), sampling={"steps": 2, "guidance": 1.0})
+    gen.save_pretrained(tmp_path / "m")
+    for name, extra in (("full", []), ("cached", ["--cache-interval", "2"])):  # step 2 reuses step 1's branches
+        main(["sample", "image", "--checkpoint", str(tmp_path / "m"), "-n", "4", "--label", "3", "-o",
+              str(tmp_path / f"{name}.npy")] + extra)
+    cached = np.load(tmp_path / "cached.npy")
+    assert np.array_equal(cached, gen.sample(4, label=3, seed=0, cache_interval=2).numpy())
+    assert not np.array_equal(cached, np.load(tmp_path / "full.npy"))
+
+
 def test_sample_png_of_one_label(model_dir, tmp_path):
     out = tmp_path / "three.png"
     main(["sample", "image", "--checkpoint", str(model_dir), "-n", "6", "--label", "3", "-o", str(out),

@@ -149,7 +149,15 @@ def test_sample_a_digit_with_guidance(cond_dir, tmp_path, capsys):
     assert np.array_equal(np.load(out), gen.sample(2, seed=0, digit=3, guidance=2.0).numpy())
     assert not np.array_equal(np.load(out), gen.sample(2, seed=0, digit=3).numpy())
     main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "predict", "--digit", "5", "-n", "2",
-          "-o", str(tmp_path / "p.gif")])
+          "-o", str(tmp_path / "p.npy")])  # held-out clips conditioned on a digit of the caller's choice
+    assert json.loads((tmp_path / "p_sampling.json").read_text())["digits"] == 5
+    truth = gen.test_clips(2)
+    assert np.array_equal(np.load(tmp_path / "p.npy"), gen.run_task("predict", truth, seed=0, digit=5)[0].numpy())
+    main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--digit", "3", "--guidance",
+          "2", "-n", "2", "--cache-interval", "2", "-o", str(tmp_path / "cached.npy")])
+    cached = np.load(tmp_path / "cached.npy")
+    assert np.array_equal(cached, gen.sample(2, seed=0, digit=3, guidance=2.0, cache_interval=2).numpy())
+    assert not np.array_equal(cached, np.load(out))
     with pytest.raises(SystemExit, match="--guidance needs --digit"):
         main(["sample", "video", "--checkpoint", str(cond_dir), "--task", "unconditional", "--guidance", "2",
               "-o", str(tmp_path / "x.png")])

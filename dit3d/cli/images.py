@@ -44,6 +44,9 @@ def _add_sampling_options(p: argparse.ArgumentParser,
                                                   "checkpoint's)")
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--batch-size", type=positive_int, help="images denoised together (default: the checkpoint's)")
+    p.add_argument("--cache-interval", type=positive_int,
+                   help="compute attention and MLP in full every K-th step, reuse them in between (FORA; "
+                        "default: the checkpoint's, 1 = every step)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
@@ -54,7 +57,8 @@ def _generator(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size") if (v := getattr(args, k)) is not None}
+    keys = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
+    return {k: v for k in keys if (v := getattr(args, k)) is not None}
 
 
 def _draw(gen: Any, labels: list[int], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:

@@ -46,6 +46,9 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="class-conditional models: classifier-free guidance weight "
                                                   "towards the requested digit (1: none; default: the checkpoint's)")
     p.add_argument("--batch-size", type=positive_int, help="clips denoised together (default: the checkpoint's)")
+    p.add_argument("--cache-interval", type=positive_int,
+                   help="compute attention and MLP in full every K-th step, reuse them in between (FORA; "
+                        "default: the checkpoint's, 1 = every step)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
@@ -61,7 +64,8 @@ def _generator(args: argparse.Namespace):
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size") if (v := getattr(args, k)) is not None}
+    keys = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
+    return {k: v for k in keys if (v := getattr(args, k)) is not None}
 
 
 def _guided(args: argparse.Namespace) -> bool:
@@ -145,8 +149,9 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.png strip, .gif or .npy)")
     p.add_argument("--scale", type=positive_int, default=3, help="picture pixels per clip pixel")
     p.add_argument("--digit", type=int, nargs="+", metavar="D",
-                   help="class-conditional models: the digit every clip shows, or one per clip (-n of them; guide "
-                        "towards it with --guidance); default: any digit")
+                   help="class-conditional models: the digit to draw (unconditional) or to condition held-out clips on, "
+                        "one for all or one per clip (-n of them); guided by --guidance or the checkpoint's "
+                        "stored weight; default: any digit")
     _add_sampling_options(p)
     p.set_defaults(run=run_sample)
 
