@@ -199,7 +199,7 @@ class DDPMGenerator:
         unknown = set(options) - set(SAMPLING_OPTIONS)
         if unknown:
             raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
-        opts = options if check_only else {**self.sampling, **options}
+        opts = options if check_only else {"cache_interval": 1, **self.sampling, **options}  # older folders lack it
         if opts["sampler"] not in SAMPLERS:
             raise ValueError(f"unknown sampler {opts['sampler']!r}; choose one of {SAMPLERS}")
         if not check_only and opts["sampler"] == "ddpm" and "steps" not in options:
@@ -207,7 +207,7 @@ class DDPMGenerator:
         if opts["steps"] is not None:
             positive_int(opts["steps"], "steps")
         positive_int(opts["batch_size"], "batch_size")
-        positive_int(opts.get("cache_interval", 1), "cache_interval")  # optional: older folders lack it
+        positive_int(opts.get("cache_interval", 1), "cache_interval")
         for key in ("guidance", "eta"):
             v = opts[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

@@ -208,7 +208,7 @@ class ShapeGenerator(DDPMGenerator):
             size = min(opts["batch_size"], n - start)
             x = sample_point_clouds(self.net, self.diffusion, size, num_points, label, opts["sampler"], opts["steps"],
                                     float(opts["eta"]), float(opts["guidance"]), g, progress,
-                                    int(opts.get("cache_interval", 1)))
+                                    int(opts["cache_interval"]))
             out[start:start + size] = self.denormalize(x.double().cpu().numpy())
         return out
 

@@ -12,6 +12,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_cache_interval_arg(p: argparse.ArgumentParser) -> None:
+    """``--cache-interval K`` of the DDPM ``dit3d sample``/``evaluate`` commands (:mod:`dit3d.nn.step_cache`)."""
+    p.add_argument("--cache-interval", type=positive_int,
+                   help="compute attention and MLP in full every K-th step, reuse them in between (FORA; "
+                        "default: the checkpoint's, 1 = every step)")
+
+
+def sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options given on the command line (``None``: the checkpoint's default),
+    keyed as :data:`dit3d.api_ddpm.SAMPLING_OPTIONS`."""
+    from dit3d.api_ddpm import SAMPLING_OPTIONS
+
+    return {k: v for k in SAMPLING_OPTIONS if (v := getattr(args, k)) is not None}
+
+
 def parse_notes(notes: list[str]) -> dict[str, str]:
     """``--note KEY=VALUE`` arguments as a dict; exits with a message on a malformed one."""
     bad = [n for n in notes if "=" not in n]

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import add_ddpm_export_args, ddpm_export_steps, fit_provenance, parse_notes, positive_int
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, ddpm_export_steps, fit_provenance,
+                               parse_notes, positive_int, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -44,9 +45,7 @@ def _add_sampling_options(p: argparse.ArgumentParser,
                                                   "checkpoint's)")
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--batch-size", type=positive_int, help="images denoised together (default: the checkpoint's)")
-    p.add_argument("--cache-interval", type=positive_int,
-                   help="compute attention and MLP in full every K-th step, reuse them in between (FORA; "
-                        "default: the checkpoint's, 1 = every step)")
+    add_cache_interval_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
@@ -56,14 +55,9 @@ def _generator(args: argparse.Namespace):
     return ImageGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT).to(args.device)
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
-    return {k: v for k in keys if (v := getattr(args, k)) is not None}
-
-
 def _draw(gen: Any, labels: list[int], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
     """Sample one image per label; return ``(n, C, H, W)`` float32 and the sampling record."""
-    options = _options(args)
+    options = sampling_overrides(args)
     start = time.perf_counter()
     images = gen.sample(len(labels), label=labels, seed=args.seed, progress=False, **options)
     seconds = time.perf_counter() - start

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from dit3d.cli.common import add_ddpm_export_args, ddpm_export_steps, parse_notes, positive_int
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, ddpm_export_steps, parse_notes,
+                               positive_int, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -35,9 +36,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1: none)")
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--batch-size", type=positive_int, help="clouds denoised together (default: the checkpoint's)")
-    p.add_argument("--cache-interval", type=positive_int,
-                   help="compute attention and MLP in full every K-th step, reuse them in between (FORA; "
-                        "default: the checkpoint's, 1 = every step)")
+    add_cache_interval_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sample)
@@ -65,8 +64,7 @@ def run_sample(args: argparse.Namespace) -> None:
     if out.is_dir():
         raise SystemExit(f"{out}: is a folder; give a file name ending in .npy or .ply")
     gen = ShapeGenerator.from_pretrained(args.checkpoint).to(args.device)
-    options = {k: v for k in ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
-               if (v := getattr(args, k)) is not None}
+    options = sampling_overrides(args)
     start = time.perf_counter()
     clouds = gen.sample_arrays(args.n, args.num_points, args.category, args.seed, not args.no_progress, **options)
     if out.suffix.lower() == ".npy":

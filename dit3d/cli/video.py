@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import add_ddpm_export_args, ddpm_export_steps, fit_provenance, parse_notes, positive_int
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, ddpm_export_steps, fit_provenance,
+                               parse_notes, positive_int, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".png", ".gif", ".npy")
 TASKS = ("unconditional", "predict", "backward", "interpolate", "complete")
@@ -46,9 +47,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="class-conditional models: classifier-free guidance weight "
                                                   "towards the requested digit (1: none; default: the checkpoint's)")
     p.add_argument("--batch-size", type=positive_int, help="clips denoised together (default: the checkpoint's)")
-    p.add_argument("--cache-interval", type=positive_int,
-                   help="compute attention and MLP in full every K-th step, reuse them in between (FORA; "
-                        "default: the checkpoint's, 1 = every step)")
+    add_cache_interval_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
@@ -61,11 +60,6 @@ def _generator(args: argparse.Namespace):
                          "configs/video/moving_digits_cpu.yaml), export it (dit3d export video "
                          "runs/video_moving_digits_cpu/checkpoints/last.ckpt -o DIR) and pass --checkpoint DIR")
     return VideoGenerator.from_pretrained(path).to(args.device)
-
-
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
-    return {k: v for k in keys if (v := getattr(args, k)) is not None}
 
 
 def _guided(args: argparse.Namespace) -> bool:
@@ -90,7 +84,7 @@ def _run(gen: Any, task: str, n: int, args: argparse.Namespace, digit: Any = Non
     any digit); ``digits``: how they were chosen, for the record."""
     if task == "unconditional" and args.context is not None:
         raise SystemExit("--context applies to conditioned tasks, not unconditional")
-    options = _options(args)
+    options = sampling_overrides(args)
     start = time.perf_counter()
     truth = None if task == "unconditional" else gen.test_clips(n, args.start)
     if truth is None:
@@ -149,9 +143,9 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.png strip, .gif or .npy)")
     p.add_argument("--scale", type=positive_int, default=3, help="picture pixels per clip pixel")
     p.add_argument("--digit", type=int, nargs="+", metavar="D",
-                   help="class-conditional models: the digit to draw (unconditional) or to condition held-out clips on, "
-                        "one for all or one per clip (-n of them); guided by --guidance or the checkpoint's "
-                        "stored weight; default: any digit")
+                   help="class-conditional models: the digit to draw (unconditional) or to condition held-out "
+                        "clips on, one for all or one per clip (-n of them); guided by --guidance or the "
+                        "checkpoint's stored weight; default: any digit")
     _add_sampling_options(p)
     p.set_defaults(run=run_sample)
 

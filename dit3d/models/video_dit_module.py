@@ -141,8 +141,6 @@ class VideoDiTModule(DDPMModule):
         given, _ = sample_task_masks(video.shape[0], self.model.tokenizer.grid_size, self.task_weights, generator)
         given = given.to(video.device)  # (B, T)
         known = self.model.tokenizer.tokens_to_video(given)  # (B, 1, F, H, W)
-        if y is None:  # as before labels existed: the network's forward keeps its default
-            return known_training_loss(self.diffusion, net, video, known, generator, given=given)
         return known_training_loss(self.diffusion, net, video, known, generator, given=given, y=y)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
