@@ -28,7 +28,8 @@ def test_checkpoint_to_pretrained_folder_round_trip(module, tmp_path):
     again = ImageGenerator.from_pretrained(folder)
     assert again.class_names[7] == "digit 7" and again.sampling["steps"] == 4 and again.sampling["guidance"] == 4.0
     assert torch.equal(again.sample(5, label=7, seed=0), a)  # same seed, same images
-    assert torch.equal(again.sample(5, label=7, seed=0, batch_size=2), a)  # batching does not change them
+    # Batching keeps each image's noise; only GEMM rounding may differ with the batch shape (seen: 1.8e-7 on AMD EPYC).
+    torch.testing.assert_close(again.sample(5, label=7, seed=0, batch_size=2), a, rtol=0, atol=1e-5)
     assert not torch.equal(again.sample(5, label=7, seed=1), a)
     mixed = again.sample(3, label=[0, "digit 1", 2], seed=0, guidance=1.0, sampler="ddpm")
     assert mixed.shape == (3, 1, 16, 16)
