@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint, positive_int
+from dit3d.models.ddpm_generation import sample_labels
 from dit3d.models.video_dit import VideoDiT
 from dit3d.models.video_dit_sampling import check_given, sample_videos
 from dit3d.models.video_masks import task_mask
@@ -234,17 +235,12 @@ class VideoGenerator(DDPMGenerator):
                              "(configs/video/moving_digits_cond_cpu.yaml)")
         if isinstance(digit, (bool, str)) or not isinstance(digit, (int, np.integer, Tensor, Sequence, np.ndarray)):
             raise ValueError(f"digit must be an int or {n} ints, got {type(digit).__name__}")
-        if isinstance(digit, (int, np.integer)):
-            y = torch.full((n,), int(digit), dtype=torch.long)
-        else:
-            y = torch.as_tensor(digit).reshape(-1)
-            if y.dtype.is_floating_point or y.dtype == torch.bool or y.shape != (n,):
-                raise ValueError(f"digit must be one int or {n} ints (one per clip), got {y.dtype} {tuple(y.shape)}")
-            y = y.long()
-        if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-            raise ValueError(f"digits must lie in 0..{self.num_classes - 1} for this model, got "
-                             f"[{int(y.min())}, {int(y.max())}]")
-        return y
+        if not isinstance(digit, (int, np.integer)):
+            digit = torch.as_tensor(digit).reshape(-1)
+            if digit.dtype.is_floating_point or digit.dtype == torch.bool or digit.shape != (n,):
+                raise ValueError(f"digit must be one int or {n} ints (one per clip), got {digit.dtype} "
+                                 f"{tuple(digit.shape)}")
+        return sample_labels(digit, n, self.num_classes, torch.device("cpu"), what="digits")
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:

@@ -18,6 +18,7 @@ from dit3d.models import ADiTAutoencoderModule, ADiTLatentModule
 from dit3d.models.adit_autoencoder import min_image
 from dit3d.models.adit_latent import load_latent_checkpoint
 from dit3d.pretrained import PretrainedError
+from dit3d.testing import randomize_
 from dit3d.tokenizers import Atoms
 
 
@@ -67,6 +68,22 @@ def test_autoencoder_learns_to_reconstruct_real_molecules(qm9_root):
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_latent_noise_perturbs_only_what_the_decoder_sees():
+    """The encoder's outputs are untouched; the decoder's input moves by latent_noise * spread."""
+    torch.manual_seed(0)
+    atoms = Atoms(torch.tensor([[8, 1, 1], [6, 8, 0]]), torch.randn(2, 3, 3), torch.zeros(2, 3, 3),
+                  torch.tensor([[True] * 3, [True, True, False]]), torch.zeros(2, 6), torch.tensor([0, 0]))
+    module = randomize_(ADiTAutoencoderModule(hidden_size=32, depth=1, num_heads=4, latent_dim=4, latent_noise=0.5))
+    clean, mean, logvar = module(atoms, sample=False)
+    noisy, mean2, logvar2 = module(atoms, sample=False, latent_noise=0.5)
+    assert torch.equal(mean, mean2) and torch.equal(logvar, logvar2)
+    assert not torch.allclose(noisy["pos"], clean["pos"])
+    assert torch.equal(module(atoms, sample=False)[0]["pos"], clean["pos"])  # no noise unless asked
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="latent_noise must be >= 0"):
+            ADiTAutoencoderModule(hidden_size=32, depth=1, num_heads=4, latent_noise=bad)
 
 
 def test_latent_statistics_and_histogram(trained):

@@ -121,6 +121,11 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
             :data:`~dit3d.tokenizers.atoms.LATTICE_MEAN` / ``LATTICE_STD``).
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         match_rmsd: RMSD threshold (Angstrom) of the match rate.
+        latent_noise: training only: the decoder sees ``z + latent_noise * s * eps``, with
+            ``s`` the per-dimension spread of the batch's posterior means (detached), so it
+            learns to decode latents that are off by that fraction of their spread, as a
+            latent DiT's samples are. Scaled by the batch spread, the encoder cannot escape
+            it by inflating its latents. 0 (ADiT) disables it.
     """
 
     def __init__(self, hidden_size: int = 512, depth: int = 8, num_heads: int = 8, latent_dim: int = 8,
@@ -129,15 +134,22 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
                  jitter_prob: float = 0.1, jitter_std: float = 0.1, lr: float = 1e-4,
                  weight_decay: float = 0.0, warmup_steps: int = 500, match_rmsd: float = 0.25,
                  crystal_type_weight: float | None = None, translate_crystals: bool = True,
-                 lattice_mean: Sequence[float] | None = None, lattice_std: Sequence[float] | None = None) -> None:
+                 lattice_mean: Sequence[float] | None = None, lattice_std: Sequence[float] | None = None,
+                 latent_noise: float = 0.0) -> None:
         super().__init__()
+        if not latent_noise >= 0:
+            raise ValueError(f"latent_noise must be >= 0 (a fraction of the latent spread), got {latent_noise}")
         self.save_hyperparameters()
         self.autoencoder = AtomAutoencoder(hidden_size, depth, num_heads, latent_dim, lattice_mean=lattice_mean,
                                            lattice_std=lattice_std)
 
-    def forward(self, atoms: Atoms, sample: bool = True) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    def forward(self, atoms: Atoms, sample: bool = True, latent_noise: float = 0.0
+                ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         mean, logvar = self.autoencoder.encode(atoms)  # (B, N, L) each
         z = self.autoencoder.sample_latent(mean, logvar) if sample else mean
+        if latent_noise > 0:
+            spread = mean.detach()[atoms.mask].std(0)  # (L,)
+            z = z + latent_noise * spread * torch.randn_like(z)  # (B, N, L)
         return self.autoencoder.decode(z, atoms.mask, atoms.dataset_idx), mean, logvar
 
     def total_loss(self, losses: dict[str, Tensor], atoms: Atoms) -> Tensor:
@@ -157,7 +169,7 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
         hp = self.hparams
         clean = augment(Atoms.from_pyg(batch), translate_crystals=hp.translate_crystals)
         noisy = corrupt(clean, hp.mask_prob, hp.jitter_prob, hp.jitter_std)
-        out, mean, logvar = self(noisy)
+        out, mean, logvar = self(noisy, latent_noise=hp.latent_noise)
         losses = reconstruction_losses(out, clean, self.autoencoder.lattice_target(clean))
         losses["kl"] = self.autoencoder.kl(mean, logvar, clean.mask)
         loss = self.total_loss(losses, clean)

@@ -14,9 +14,10 @@ from dit3d.objectives import GaussianDiffusion, classifier_free_guidance
 SAMPLERS = ("ddpm", "ddim")
 
 
-def sample_labels(label: int | Tensor, num_samples: int, num_classes: int, device: torch.device) -> Tensor:
+def sample_labels(label: int | Tensor, num_samples: int, num_classes: int, device: torch.device,
+                  what: str = "labels") -> Tensor:
     """``(num_samples,)`` long labels from one int or a per-sample tensor, checked against
-    ``0..num_classes-1``."""
+    ``0..num_classes-1``; ``what`` names them in errors (e.g. ``"digits"``)."""
     if isinstance(label, Tensor):
         if label.shape != (num_samples,):
             raise ValueError(f"label must be an int or a ({num_samples},) tensor, got shape {tuple(label.shape)}")
@@ -24,7 +25,7 @@ def sample_labels(label: int | Tensor, num_samples: int, num_classes: int, devic
     else:
         y = torch.full((num_samples,), int(label), dtype=torch.long, device=device)
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} for this model, got "
+        raise ValueError(f"{what} must lie in 0..{num_classes - 1} for this model, got "
                          f"[{int(y.min())}, {int(y.max())}]")
     return y
 
