@@ -44,3 +44,14 @@ def test_partial_flow_from_nearly_clean_latents_stays_close(gen, atoms):
     assert rmse_clean < 0.05 < rmse_noise
     with pytest.raises(ValueError, match=r"t0 must lie in \[0, 1\)"):
         partial_flow(gen, atoms, [1.0])
+
+
+def test_probes_refuse_bad_sigmas_and_mixed_kinds(gen, atoms):
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="sigmas must be finite and >= 0"):
+            decoder_tolerance(gen.autoencoder, atoms, [0.0, bad])
+    mixed = Atoms(atoms.atom_types, atoms.pos, atoms.frac_coords, atoms.mask, atoms.lattice, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="mixes kinds"):
+        decoder_tolerance(gen.autoencoder, mixed, [0.0])
+    with pytest.raises(ValueError, match="mixes kinds"):
+        partial_flow(gen, mixed, [0.5])

@@ -11,18 +11,26 @@ distance of the end point to the real latent.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from dit3d.models.adit_sampling import decode_atoms
-from dit3d.objectives.guidance import classifier_free_guidance
+from dit3d.models.adit_sampling import decode_atoms, sample_latents
 from dit3d.tokenizers.atoms import AtomAutoencoder, Atoms
 
 __all__ = ["decoder_tolerance", "partial_flow"]
 
 Decoded = list[tuple[Tensor, Tensor]]
+
+
+def _one_kind(atoms: Atoms) -> int:
+    kinds = atoms.dataset_idx.unique()
+    if kinds.numel() != 1:
+        raise ValueError(f"probe one kind of system at a time; this batch mixes kinds {kinds.tolist()} "
+                         "(select one with atoms.select(atoms.dataset_idx == kind))")
+    return int(kinds[0])
 
 
 def _split(types: Tensor, pos: Tensor, mask: Tensor) -> Decoded:
@@ -37,6 +45,10 @@ def decoder_tolerance(autoencoder: AtomAutoencoder, atoms: Atoms, sigmas: Sequen
     Shapes:
         atoms: a batch of ``B`` centred molecules -> ``{sigma: B pairs (types (n,), pos (n, 3))}``
     """
+    bad = [s for s in sigmas if not math.isfinite(s) or s < 0]
+    if bad:
+        raise ValueError(f"sigmas must be finite and >= 0 (fractions of the latent spread), got {bad}")
+    kind = _one_kind(atoms)
     mean, _ = autoencoder.encode(atoms)  # (B, N, L)
     m = atoms.mask
     spread = mean[m].std(0)  # (L,)
@@ -44,7 +56,7 @@ def decoder_tolerance(autoencoder: AtomAutoencoder, atoms: Atoms, sigmas: Sequen
     for sigma in sigmas:
         noise = torch.randn(mean.shape, generator=generator).to(mean)
         z = (mean + sigma * spread * noise) * m[..., None]  # (B, N, L)
-        out[sigma] = _split(*decode_atoms(autoencoder, z, m, int(atoms.dataset_idx[0])), m)
+        out[sigma] = _split(*decode_atoms(autoencoder, z, m, kind), m)
     return out
 
 
@@ -60,18 +72,17 @@ def partial_flow(gen, atoms: Atoms, t0s: Sequence[float], steps: int = 20,
         t0s: start times in ``[0, 1)``; 0 is plain sampling from noise.
         steps: Heun steps from ``t0`` to 1.
     """
-    m, kind = atoms.mask, int(atoms.dataset_idx[0])
+    m, kind = atoms.mask, _one_kind(atoms)
     mean, _ = gen.autoencoder.encode(atoms)
     z1 = (mean - gen.latent_mean) / gen.latent_std * m[..., None]  # (B, N, L)
-    y = torch.full((z1.shape[0],), kind, dtype=torch.long)
-    model = classifier_free_guidance(gen.dit, 1.0, {"y": y}, {"y": torch.full_like(y, gen.dit.y_embed.null_class)})
     out = {}
     for t0 in t0s:
         if not 0 <= t0 < 1:
             raise ValueError(f"t0 must lie in [0, 1), got {t0}")
-        x = ((1 - t0) * torch.randn(z1.shape, generator=generator) + t0 * z1) * m[..., None]  # (B, N, L)
-        x = gen.flow.sample(model, x0=x, steps=steps, solver="heun", mask=m, progress=False, t_start=t0)
-        rmse = float((x - z1)[m].square().mean().sqrt())
-        z = (x * gen.latent_std + gen.latent_mean) * m[..., None]
+        noise = torch.randn(z1.shape, generator=generator).to(z1)
+        x = ((1 - t0) * noise + t0 * z1) * m[..., None]  # (B, N, L)
+        z, _ = sample_latents(gen.dit, gen.flow, m.sum(-1), gen.latent_mean, gen.latent_std, kind, steps, "heun",
+                              x0=x, t_start=t0)  # (B, N, L), de-standardised
+        rmse = float(((z - mean) / gen.latent_std)[m].square().mean().sqrt())
         out[t0] = (_split(*decode_atoms(gen.autoencoder, z, m, kind), m), rmse)
     return out
