@@ -143,6 +143,16 @@ class DDPMGenerator:
         self.net.to(device)
         return self
 
+    def quantize_int8(self: _G) -> _G:
+        """Run the trunk's attention and MLP layers in int8 from now on (:mod:`dit3d.nn.quantize`):
+        about twice as fast on x86 CPUs with VNNI, at a small cost in accuracy (measured for the
+        shipped point-cloud model in its card). Irreversible for this generator: reload the
+        folder for float sampling; :meth:`save_pretrained` refuses a quantized one."""
+        from dit3d.nn.quantize import quantize_int8
+
+        quantize_int8(self.net.eval())  # converts what is still float: a second call changes nothing
+        return self
+
     # --------------------------------------------------------------- loading
     def _config_fields(self) -> dict[str, Any]:
         """The domain part of ``config.json`` (JSON-ready), written by :meth:`save_pretrained`."""
@@ -180,6 +190,9 @@ class DDPMGenerator:
         """Network weights (safetensors, under ``net.``) and config (JSON: network arguments,
         diffusion schedule, the domain fields, sampling defaults), written atomically;
         ``extra`` is stored in the config too (e.g. provenance)."""
+        from dit3d.nn.quantize import check_float
+
+        check_float(self.net)
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         config = {self.NET_KEY: self.net.config, "diffusion": self.diffusion_config, **self._config_fields(),
                   "sampling": self.sampling}

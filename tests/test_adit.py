@@ -182,3 +182,23 @@ def test_ema_update_and_sampling_network(trained):
     no_ema = ADiTLatentModule(latent.autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48,
                               num_heads=4, ema_decay=0.0)
     assert no_ema.sampling_dit is no_ema.dit
+
+
+def test_int8_generator_samples_the_same_sizes_and_refuses_to_save(trained, tmp_path):
+    from dit3d.chem.io import read_xyz
+
+    gen = MoleculeGenerator.from_pretrained(trained["gen_dir"])
+    full = gen.sample_arrays(4, seed=2)
+    assert gen.quantize_int8() is gen
+    assert type(gen.dit.trunk.blocks[0].attn.qkv).__name__ == "Int8Linear"
+    assert type(gen.autoencoder.decoder.blocks[0].attn.qkv).__name__ == "Linear"  # the autoencoder stays float
+    int8 = gen.sample_arrays(4, seed=2)
+    assert [len(z) for z, _ in int8] == [len(z) for z, _ in full]  # atom counts are drawn before the flow
+    with pytest.raises(ValueError, match="int8"):
+        gen.save_pretrained(tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+    out = tmp_path / "q.xyz"
+    proc = run_cli("sample", "molecules", "--checkpoint", str(trained["gen_dir"]), "-n", "4", "--seed", "2",
+                   "--int8", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r.atomic_numbers.tolist() for r in read_xyz(out)] == [z.tolist() for z, _ in int8]

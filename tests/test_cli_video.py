@@ -74,6 +74,11 @@ def test_sample_predict_to_npy_with_truth_and_known(model_dir, tmp_path, capsys)
     assert np.array_equal(clips[k], truth[k])
     assert (record["task"], record["context"], record["seed"], record["steps"]) == ("predict", 2, 1, 2)
     assert "wrote 3 clips (predict)" in capsys.readouterr().err
+    main(["sample", "video", "--checkpoint", str(model_dir), "--task", "predict", "--context", "2", "-n", "3",
+          "-o", str(tmp_path / "q.npy"), "--seed", "1", "--int8"])
+    int8 = np.load(tmp_path / "q.npy")
+    assert np.array_equal(int8[k], truth[k])  # given frames stay exact
+    assert json.loads((tmp_path / "q_sampling.json").read_text())["int8"] and not record["int8"]
 
 
 def test_sample_png_strip_and_gif(model_dir, tmp_path):

@@ -159,6 +159,10 @@ def test_cli_samples_crystals_to_extxyz_cif_and_folder(joint_dir, tmp_path):
         read = read_extxyz(out) if name.endswith("extxyz") else (
             read_cif(out) if name.endswith("cif") else [read_cif(p)[0] for p in sorted(out.glob("*.cif"))])
         assert 1 <= len(read) <= 3 and all(isinstance(s, Structure) for s in read)
+    dit3d_cli("sample", "crystals", "--checkpoint", str(joint_dir), "-n", "3", "-o", str(tmp_path / "q.extxyz"),
+              "--steps", "2", "--int8")
+    expected = CrystalGenerator.from_pretrained(joint_dir).quantize_int8().sample(3, seed=0, steps=2)
+    assert [s.composition for s in read_extxyz(tmp_path / "q.extxyz")] == [s.composition for s in expected]
     with pytest.raises(SystemExit, match="must end in .extxyz or .cif"):
         dit3d_cli("sample", "crystals", "--checkpoint", str(joint_dir), "-o", str(tmp_path / "x.pdb"))
     with pytest.raises(SystemExit, match="--overwrite"):

@@ -138,5 +138,7 @@ def test_benchmark_runs_on_a_tiny_preset():
 
     result = run_benchmark("dit3d", quick=True, preset="DiT-3D-Mini/4", depth=2, batch=2, num_points=64,
                            sample_steps=2)
-    for key in ("train_step_s", "denoise_step_s", "sample_2_s", "train_step_s_window", "denoise_step_s_window"):
+    for key in ("train_step_s", "denoise_step_s", "sample_2_s", "train_step_s_window", "denoise_step_s_window",
+                "denoise_step_int8_s", "sample_2_int8_s", "sample_int8_speedup"):
         assert result[key] > 0, key
+    assert result["samples_finite"]

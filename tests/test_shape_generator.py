@@ -257,3 +257,23 @@ def test_export_stores_the_cache_interval_and_sampling_reuses_branches(trained, 
     main(["sample", "pointclouds", "--checkpoint", str(tmp_path / "g"), "-n", "2", "--num-points", "8", "--seed", "5",
           "--cache-interval", "1", "--no-progress", "-o", str(out)])
     np.testing.assert_allclose(np.load(out), full, rtol=1e-6)
+
+
+def test_int8_sampling_is_close_and_refuses_to_save(trained, tmp_path):
+    gen = ShapeGenerator.from_pretrained(trained["gen_dir"])
+    full = gen.sample_arrays(2, 8, seed=5)
+    assert gen.quantize_int8() is gen and gen.quantize_int8() is gen  # a second call changes nothing
+    assert type(gen.net.dit.trunk.blocks[0].mlp.fc1).__name__ == "Int8Linear"
+    int8 = gen.sample_arrays(2, 8, seed=5)
+    assert np.abs(int8 - full).max() > 0 and np.allclose(int8, full, atol=0.05 * np.abs(full).max())
+    with pytest.raises(ValueError, match="int8"):
+        gen.save_pretrained(tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+    out = tmp_path / "q.npy"
+    main(["sample", "pointclouds", "--checkpoint", str(trained["gen_dir"]), "-n", "2", "--num-points", "8",
+          "--seed", "5", "--int8", "--no-progress", "-o", str(out)])
+    np.testing.assert_array_equal(np.load(out), int8)
+    with pytest.raises(SystemExit, match="CPU only"):
+        main(["sample", "pointclouds", "--checkpoint", str(trained["gen_dir"]), "-n", "2", "--int8",
+              "--device", "cuda", "-o", str(tmp_path / "never.npy")])
+    assert not (tmp_path / "never.npy").exists()

@@ -13,6 +13,9 @@
 - ``sample_{batch}_cached_s``: the same sampler reusing each block's attention and MLP
   outputs between full steps every ``cache_interval`` steps (FORA,
   :mod:`dit3d.nn.step_cache`), and ``sample_cache_speedup``, the ratio of the two runs.
+- ``denoise_step_int8_s``, ``sample_{batch}_int8_s``: the same denoising step and default
+  sampler with the trunk's attention and MLP layers in int8 (:mod:`dit3d.nn.quantize`), and
+  ``sample_int8_speedup``, the ratio of the float and int8 sampling runs.
 - ``*_window``: the same with the paper's 3-D window attention (4x4x4-token windows in
   blocks 0, 3, 6, 9), side by side with global attention.
 
@@ -67,6 +70,22 @@ def step_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int)
     return {"train_step_s": median_time(train_step, repeats, warmup=1), "denoise_step_s": denoise}
 
 
+def int8_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int, batch: int, num_points: int,
+               sample_steps: int, eta: float, g: torch.Generator) -> dict[str, float]:
+    """Denoising step and sampling seconds after :func:`~dit3d.nn.quantize.quantize_int8`
+    (converts ``module``'s networks in place: call it last)."""
+    from dit3d.nn.quantize import quantize_int8
+
+    for net in {id(m): m for m in (module.model, module.sampling_model)}.values():
+        quantize_int8(net.eval())
+    t = torch.full((points.shape[0],), 500, dtype=torch.long)
+    with torch.no_grad():
+        denoise = median_time(lambda: module.model(points, t, labels), repeats, warmup=1)
+    start = time.perf_counter()
+    module.sample(batch, num_points, sampler="ddim", steps=sample_steps, eta=eta, generator=g)
+    return {"denoise_step_int8_s": round(denoise, 3), f"sample_{batch}_int8_s": round(time.perf_counter() - start, 2)}
+
+
 def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_points: int = 2048,
         sample_steps: int = 100, eta: float = 1.0, depth: int | None = None, resolution: int = 32,
         cache_interval: int = 2) -> dict[str, Any]:
@@ -91,6 +110,8 @@ def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_poi
     result[f"sample_{batch}_cached_s"] = round(time.perf_counter() - start, 2)
     result["cache_interval"] = cache_interval
     result["sample_cache_speedup"] = round(result[f"sample_{batch}_s"] / result[f"sample_{batch}_cached_s"], 2)
+    result |= int8_times(module, points, labels, repeats, batch, num_points, sample_steps, eta, g)
+    result["sample_int8_speedup"] = round(result[f"sample_{batch}_s"] / result[f"sample_{batch}_int8_s"], 2)
     result[f"sample_{batch}_ddpm1000_est_s"] = round(1000 * timed["denoise_step_s"], 1)
     result["samples_finite"] = bool(torch.isfinite(clouds).all() and torch.isfinite(cached).all())
     threads = torch.get_num_threads()

@@ -19,6 +19,22 @@ def add_cache_interval_arg(p: argparse.ArgumentParser) -> None:
                         "default: the checkpoint's, 1 = every step)")
 
 
+def add_int8_arg(p: argparse.ArgumentParser) -> None:
+    """``--int8`` of the ``dit3d sample`` commands (the generators' ``quantize_int8``, :mod:`dit3d.nn.quantize`)."""
+    p.add_argument("--int8", action="store_true",
+                   help="run the trunk's attention and MLP layers in int8 (about 2x faster on x86 CPUs, "
+                        "slightly less accurate; CPU only)")
+
+
+def apply_int8(gen: Any, args: argparse.Namespace) -> Any:
+    """``gen`` quantized when ``--int8`` was given (CPU only), else unchanged."""
+    if not getattr(args, "int8", False):
+        return gen
+    if str(getattr(args, "device", "cpu")) != "cpu":
+        raise SystemExit(f"--int8 runs on the CPU only; drop --int8 or --device {args.device}")
+    return gen.quantize_int8()
+
+
 def sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling options given on the command line (``None``: the checkpoint's default),
     keyed as :data:`dit3d.api_ddpm.SAMPLING_OPTIONS`."""

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, ddpm_export_steps, fit_provenance,
-                               parse_notes, positive_int, sampling_overrides)
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
+                               fit_provenance, parse_notes, positive_int, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -46,13 +46,14 @@ def _add_sampling_options(p: argparse.ArgumentParser,
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--batch-size", type=positive_int, help="images denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
+    add_int8_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
 def _generator(args: argparse.Namespace):
     from dit3d.api_images import ImageGenerator
 
-    return ImageGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT).to(args.device)
+    return apply_int8(ImageGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT), args).to(args.device)
 
 
 def _draw(gen: Any, labels: list[int], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
@@ -66,7 +67,7 @@ def _draw(gen: Any, labels: list[int], args: argparse.Namespace) -> tuple[np.nda
         effective["steps"] = None
     record = {"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT), "seed": args.seed, "num_samples": len(labels),
               **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta")}, "device": args.device,
-              "seconds": round(seconds, 2)}
+              "int8": bool(getattr(args, "int8", False)), "seconds": round(seconds, 2)}
     return images.numpy().astype(np.float32), record
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from dit3d.cli.common import parse_notes, positive_int
+from dit3d.cli.common import add_int8_arg, apply_int8, parse_notes, positive_int
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")
     p.add_argument("--solver", choices=("euler", "heun"))
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    add_int8_arg(p)
     p.set_defaults(run=run_sample)
 
 
@@ -31,7 +32,7 @@ def run_sample(args: argparse.Namespace) -> None:
         raise SystemExit(f"{out}: output must end in .sdf or .xyz")
     if not out.resolve().parent.is_dir():  # fail before minutes of sampling, not after
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
-    gen = MoleculeGenerator.from_pretrained(args.checkpoint)
+    gen = apply_int8(MoleculeGenerator.from_pretrained(args.checkpoint), args)
     options = {k: v for k in ("steps", "solver", "guidance") if (v := getattr(args, k)) is not None}
     start = time.perf_counter()
     if out.suffix.lower() == ".sdf":

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, ddpm_export_steps, fit_provenance,
-                               parse_notes, positive_int, sampling_overrides)
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
+                               fit_provenance, parse_notes, positive_int, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".png", ".gif", ".npy")
 TASKS = ("unconditional", "predict", "backward", "interpolate", "complete")
@@ -48,6 +48,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
                                                   "towards the requested digit (1: none; default: the checkpoint's)")
     p.add_argument("--batch-size", type=positive_int, help="clips denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
+    add_int8_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
@@ -59,7 +60,7 @@ def _generator(args: argparse.Namespace):
         raise SystemExit(f"no video model at {path}; train one (OMP_NUM_THREADS=1 dit3d fit -c "
                          "configs/video/moving_digits_cpu.yaml), export it (dit3d export video "
                          "runs/video_moving_digits_cpu/checkpoints/last.ckpt -o DIR) and pass --checkpoint DIR")
-    return VideoGenerator.from_pretrained(path).to(args.device)
+    return apply_int8(VideoGenerator.from_pretrained(path), args).to(args.device)
 
 
 def _guided(args: argparse.Namespace) -> bool:
@@ -101,7 +102,7 @@ def _run(gen: Any, task: str, n: int, args: argparse.Namespace, digit: Any = Non
     record = {"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT), "task": task, "context": args.context,
               "first_clip": args.start, "seed": args.seed, "num_clips": n,
               **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta")}, "digits": digits,
-              "device": args.device, "seconds": round(seconds, 2)}
+              "device": args.device, "int8": bool(getattr(args, "int8", False)), "seconds": round(seconds, 2)}
     return clips.numpy().astype(np.float32), known, None if truth is None else truth.numpy(), record
 
 

@@ -11,12 +11,14 @@ from dit3d.nn.norms import make_norm
 from dit3d.nn.pos_embed import sincos_1d, sincos_2d, sincos_3d, sincos_grid
 from dit3d.nn.step_cache import BranchCache, branch_caching
 from dit3d.nn.presets import PRESETS, build_trunk, preset_config
+from dit3d.nn.quantize import Int8Linear, quantize_int8
 from dit3d.nn.trunk import DiTTrunk
 from dit3d.nn.window import axes_window, window_attention_mask, window_ids, window_partition, window_reverse
 
 __all__ = [
-    "Attention", "BranchCache", "DiT", "DiTBlock", "DiTTrunk", "FactorisedDiTBlock", "FinalLayer", "LabelEmbedder",
-    "Mlp", "PRESETS", "TimestepEmbedder", "axes_window", "branch_caching", "build_trunk", "initialize_weights",
-    "key_padding_to_attn_mask", "make_norm", "modulate", "preset_config", "sincos_1d", "sincos_2d", "sincos_3d",
-    "sincos_grid", "timestep_embedding", "window_attention_mask", "window_ids", "window_partition", "window_reverse",
+    "Attention", "BranchCache", "DiT", "DiTBlock", "DiTTrunk", "FactorisedDiTBlock", "FinalLayer", "Int8Linear",
+    "LabelEmbedder", "Mlp", "PRESETS", "TimestepEmbedder", "axes_window", "branch_caching", "build_trunk",
+    "initialize_weights", "key_padding_to_attn_mask", "make_norm", "modulate", "preset_config", "quantize_int8",
+    "sincos_1d", "sincos_2d", "sincos_3d", "sincos_grid", "timestep_embedding", "window_attention_mask",
+    "window_ids", "window_partition", "window_reverse",
 ]
