@@ -47,7 +47,8 @@ class MoleculeGenerator(ADiTGenerator):
 
         The same ``seed`` gives the same molecules; ``None`` draws a fresh seed without
         touching torch's global random state. Options override the stored defaults:
-        ``steps``, ``solver``, ``guidance``, ``batch_size``.
+        ``steps``, ``solver``, ``guidance``, ``batch_size``, ``temperature`` (scale of the initial
+        noise; below 1 trades diversity for validity).
         """
         batches = self._latent_batches(n, seed, options)  # checks the arguments
         results: list[Any] = [None] * n

@@ -7,6 +7,7 @@ loads as a :class:`~dit3d.api.MoleculeGenerator` and as a :class:`~dit3d.api.Cry
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencode
 
 __all__ = ["ADiTGenerator", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
 
-SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size")
+SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size", "temperature")
 
 #: pretrained-folder kind by the set of system kinds the model was trained on
 FOLDER_KINDS = {(MOLECULE,): "adit-molecules", (CRYSTAL,): "adit-crystals", (MOLECULE, CRYSTAL): "adit-joint"}
@@ -69,8 +70,10 @@ class ADiTGenerator:
         self.autoencoder, self.dit, self.flow = autoencoder, dit, flow
         self.latent_mean, self.latent_std = latent_mean, latent_std
         self.atom_count_hist = hist
-        self.sampling = {"steps": 100, "solver": "euler", "guidance": 1.0, "batch_size": 256, **(sampling or {})}
+        self.sampling = {"steps": 100, "solver": "euler", "guidance": 1.0, "batch_size": 256, "temperature": 1.0,
+                         **(sampling or {})}  # folders written before temperature existed sample at 1
         self.flow_config = flow_config or {}
+        self._options(1, {})  # bad defaults fail here, not at the first sample
 
     @property
     def spacegroup_conditioning(self) -> bool:
@@ -168,6 +171,9 @@ class ADiTGenerator:
         for key in ("steps", "batch_size"):
             if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
                 raise ValueError(f"{key} must be a positive int, got {opts[key]!r}")
+        tau = opts["temperature"]
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau < math.inf:
+            raise ValueError(f"temperature must be a finite float > 0, got {tau!r}")
         return opts
 
     def _latent_batches(self, n: int, seed: int | None, options: dict[str, Any],
@@ -192,5 +198,6 @@ class ADiTGenerator:
         self.autoencoder.eval()
         for chunk in order.split(opts["batch_size"]):
             z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
-                                     opts["steps"], opts["solver"], opts["guidance"], g)
+                                     opts["steps"], opts["solver"], opts["guidance"], g,
+                                     temperature=opts["temperature"])
             yield chunk.tolist(), counts[chunk], z, mask

@@ -51,7 +51,8 @@ class CrystalGenerator(ADiTGenerator):
             spacegroup: guide towards this space group (1..230); only for models trained
                 with ``spacegroup_conditioning``.
             **options: override the stored defaults: ``steps``, ``solver``, ``guidance``,
-                ``batch_size``.
+                ``batch_size``, ``temperature`` (scale of the initial noise; below 1 trades
+                diversity for validity).
 
         Shapes:
             each record: ``atomic_numbers (N,)``, ``frac_coords (N, 3)``, ``lengths (3,)``

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -126,7 +127,7 @@ def test_generator_round_trip_and_seeds(trained):
     with pytest.raises(ValueError, match="positive"):
         gen.sample_arrays(0)
     with pytest.raises(ValueError, match="unknown sampling options"):
-        gen.sample_arrays(2, temperature=1.0)
+        gen.sample_arrays(2, eta=1.0)
 
 
 def test_generator_rejects_other_kinds(trained, tmp_path):
@@ -202,3 +203,28 @@ def test_int8_generator_samples_the_same_sizes_and_refuses_to_save(trained, tmp_
                    "--int8", "-o", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [r.atomic_numbers.tolist() for r in read_xyz(out)] == [z.tolist() for z, _ in int8]
+
+
+def test_temperature_option_default_export_and_cli(trained, tmp_path):
+    from dit3d.chem.io import read_xyz
+
+    gen = MoleculeGenerator.from_pretrained(trained["gen_dir"])
+    assert gen.sampling["temperature"] == 1.0  # folders without the key sample as before
+    plain, cold = gen.sample_arrays(3, seed=1), gen.sample_arrays(3, seed=1, temperature=0.5)
+    assert [len(z) for z, _ in plain] == [len(z) for z, _ in cold]
+    assert any(not np.allclose(p, c) for (_, p), (_, c) in zip(plain, cold))
+    for bad in (0, -0.5, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="temperature must be a finite float > 0"):
+            gen.sample_arrays(2, temperature=bad)
+    with pytest.raises(ValueError, match="temperature"):
+        MoleculeGenerator.from_lightning(trained["latent"], {"temperature": 0.0})
+    proc = run_cli("export", "molecules", str(trained["latent_ckpt"]), "-o", str(tmp_path / "g"), "--steps", "4",
+                   "--temperature", "0.5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    exported = MoleculeGenerator.from_pretrained(tmp_path / "g")
+    assert exported.sampling["temperature"] == 0.5
+    out = tmp_path / "cold.xyz"
+    proc = run_cli("sample", "molecules", "--checkpoint", str(trained["gen_dir"]), "-n", "3", "--seed", "1",
+                   "--temperature", "0.5", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [np.allclose(r.positions, p, atol=1e-4) for r, (_, p) in zip(read_xyz(out), cold)] == [True] * 3

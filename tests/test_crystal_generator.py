@@ -142,7 +142,7 @@ def test_spacegroup_sampling_and_argument_errors(tmp_path):
                       (lambda: gen.sample_arrays(0), "positive int"),
                       (lambda: gen.sample_arrays(2, seed="x"), "seed must be an int"),
                       (lambda: gen.sample_arrays(2, steps=0), "steps must be a positive int"),
-                      (lambda: gen.sample_arrays(2, temperature=1.0), "unknown sampling options")):
+                      (lambda: gen.sample_arrays(2, eta=1.0), "unknown sampling options")):
         with pytest.raises(ValueError, match=msg):
             call()
 

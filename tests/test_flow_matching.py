@@ -265,3 +265,20 @@ def test_sampling_can_start_at_a_later_time():
     assert min(seen) == pytest.approx(0.6) and max(seen) == pytest.approx(0.9) and len(set(seen)) == 4
     with pytest.raises(ValueError, match=r"t_start must lie in \[0, 1\)"):
         fm.sample(model, x0=x0, steps=2, progress=False, t_start=1.0)
+
+
+def test_temperature_scales_the_drawn_noise_only():
+    """With zero velocity the sample is the initial noise: tau times the tau = 1 draw."""
+    fm = FlowMatching()
+    model = lambda x, t, **kw: torch.zeros_like(x)  # noqa: E731
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    draw = lambda tau: fm.sample(model, (2, 3, 4), steps=2, mask=mask, progress=False,  # noqa: E731
+                                 generator=torch.Generator().manual_seed(0), temperature=tau)
+    plain = fm.sample(model, (2, 3, 4), steps=2, mask=mask, progress=False, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(draw(1.0), plain) and plain[~mask].abs().sum() == 0
+    torch.testing.assert_close(draw(0.5), 0.5 * plain, rtol=0, atol=0)
+    for bad in (0.0, -1.0, math.nan, math.inf, True):
+        with pytest.raises(ValueError, match="temperature must be a finite float > 0"):
+            draw(bad)
+    with pytest.raises(ValueError, match="with x0 given"):
+        fm.sample(model, x0=plain, steps=2, progress=False, temperature=0.5)

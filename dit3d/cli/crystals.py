@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from dit3d.cli.common import add_int8_arg, apply_int8, positive_int
+from dit3d.cli.common import apply_int8, positive_int
+from dit3d.cli.molecules import add_sampling_arguments, sampling_options
 
 INPUTS = "a folder of .cif files, a .cif file, an .extxyz file or a CDVAE .csv/.csv.gz"
 
@@ -24,10 +25,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output: .extxyz, .cif, or a new folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spacegroup", type=int, help="space group 1..230 (models trained with space groups only)")
-    p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")
-    p.add_argument("--solver", choices=("euler", "heun"))
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    add_int8_arg(p)
+    add_sampling_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(run=run_sample)
 
@@ -45,7 +43,7 @@ def run_sample(args: argparse.Namespace) -> None:
     if suffix == "" and out.exists() and not args.overwrite:
         raise SystemExit(f"{out}: exists; choose a new folder or pass --overwrite")
     gen = apply_int8(CrystalGenerator.from_pretrained(args.checkpoint), args)
-    options = {k: v for k in ("steps", "solver", "guidance") if (v := getattr(args, k)) is not None}
+    options = sampling_options(args)
     start = time.perf_counter()
     result = gen.sample_set(args.n, seed=args.seed, spacegroup=args.spacegroup, **options)
     if not result.structures:

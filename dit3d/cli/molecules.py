@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from dit3d.cli.common import add_int8_arg, apply_int8, parse_notes, positive_int
 
@@ -16,11 +17,23 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=positive_int, default=100, help="number of molecules")
     p.add_argument("-o", "--output", required=True, help="output file (.sdf or .xyz)")
     p.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(p)
+    p.set_defaults(run=run_sample)
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """ODE options shared by ``dit3d sample molecules`` and ``dit3d sample crystals``."""
     p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")
     p.add_argument("--solver", choices=("euler", "heun"))
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--temperature", type=float, help="scale of the initial noise (default: the checkpoint's); "
+                                                     "below 1 trades diversity for validity")
     add_int8_arg(p)
-    p.set_defaults(run=run_sample)
+
+
+def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ODE options given on the command line (the rest: the checkpoint's defaults)."""
+    return {k: v for k in ("steps", "solver", "guidance", "temperature") if (v := getattr(args, k)) is not None}
 
 
 def run_sample(args: argparse.Namespace) -> None:
@@ -33,7 +46,7 @@ def run_sample(args: argparse.Namespace) -> None:
     if not out.resolve().parent.is_dir():  # fail before minutes of sampling, not after
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
     gen = apply_int8(MoleculeGenerator.from_pretrained(args.checkpoint), args)
-    options = {k: v for k in ("steps", "solver", "guidance") if (v := getattr(args, k)) is not None}
+    options = sampling_options(args)
     start = time.perf_counter()
     if out.suffix.lower() == ".sdf":
         write_sdf(out, gen.sample(args.n, seed=args.seed, **options))
@@ -128,6 +141,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--solver", choices=("euler", "heun"), default="euler")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="default scale of the initial noise")
     p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
                    help="float16 halves the folder; sampling still computes in float32")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
@@ -144,7 +158,8 @@ def run_export(args: argparse.Namespace) -> None:
     if not kinds:
         raise SystemExit(f"{args.checkpoint}: its atom-count histograms are empty; was training started?")
     cls = MoleculeGenerator if kinds[0] == 0 else CrystalGenerator  # either saves every trained kind
-    gen = cls.from_lightning(module, {"steps": args.steps, "solver": args.solver, "guidance": args.guidance})
+    gen = cls.from_lightning(module, {"steps": args.steps, "solver": args.solver, "guidance": args.guidance,
+                                       "temperature": args.temperature})
     notes = parse_notes(args.note)
     gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}},
                         weights_dtype=args.weights_dtype)

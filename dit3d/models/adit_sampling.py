@@ -44,12 +44,13 @@ def adit_label(kind: int = MOLECULE, spacegroup: int | None = None, spacegroup_c
 def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean: Tensor, latent_std: Tensor,
                    kind: int = 0, steps: int = 100, solver: str = "euler", guidance: float = 1.0,
                    generator: torch.Generator | None = None, x0: Tensor | None = None,
-                   t_start: float = 0.0) -> tuple[Tensor, Tensor]:
+                   t_start: float = 0.0, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
     """Integrate the flow from noise to de-standardised latents, with classifier-free
     guidance towards system kind ``kind`` (scale 1: the conditional model alone).
 
     ``x0`` (standardised, zero at padding) replaces the drawn noise; with ``t_start`` it is
     a partly noised sample at that flow time (see :mod:`dit3d.models.adit_probes`).
+    ``temperature`` scales the drawn noise (:meth:`~dit3d.objectives.FlowMatching.sample`).
 
     Shapes:
         num_atoms: ``(B,)``; x0: ``(B, N, L)`` -> latents ``(B, N, L)``, mask ``(B, N)`` with
@@ -67,7 +68,7 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
     try:
         shape = None if x0 is not None else (B, N, dit.in_dim)
         z = flow.sample(model, shape, x0=None if x0 is None else x0.to(device), steps=steps, solver=solver, mask=mask,
-                        generator=generator, progress=False, t_start=t_start)  # (B, N, L)
+                        generator=generator, progress=False, t_start=t_start, temperature=temperature)  # (B, N, L)
     finally:
         dit.train(was_training)
     return (z * latent_std.to(device) + latent_mean.to(device)) * mask[..., None], mask
