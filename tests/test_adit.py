@@ -3,6 +3,7 @@ export, generator API and the sample/evaluate commands."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -195,6 +196,8 @@ def test_int8_generator_samples_the_same_sizes_and_refuses_to_save(trained, tmp_
     assert type(gen.autoencoder.decoder.blocks[0].attn.qkv).__name__ == "Linear"  # the autoencoder stays float
     int8 = gen.sample_arrays(4, seed=2)
     assert [len(z) for z, _ in int8] == [len(z) for z, _ in full]  # atom counts are drawn before the flow
+    assert any(not np.array_equal(a, b) for (_, a), (_, b) in zip(int8, full))  # the int8 layers did run
+    assert all(np.isfinite(p).all() for _, p in int8)
     with pytest.raises(ValueError, match="int8"):
         gen.save_pretrained(tmp_path / "q")
     assert not (tmp_path / "q").exists()
@@ -218,6 +221,19 @@ def test_temperature_option_default_export_and_cli(trained, tmp_path):
             gen.sample_arrays(2, temperature=bad)
     with pytest.raises(ValueError, match="temperature"):
         MoleculeGenerator.from_lightning(trained["latent"], {"temperature": 0.0})
+    with pytest.raises(ValueError, match="solver"):
+        MoleculeGenerator.from_lightning(trained["latent"], {"solver": "rk4"})
+    with pytest.raises(ValueError, match="guidance"):
+        MoleculeGenerator.from_lightning(trained["latent"], {"guidance": -1.0})
+    numpy_tau = gen.sample_arrays(3, seed=1, temperature=np.float32(0.5))  # any real number is accepted
+    assert all(np.allclose(a, b) for (_, a), (_, b) in zip(numpy_tau, cold))
+    bad_dir = tmp_path / "bad"
+    shutil.copytree(trained["gen_dir"], bad_dir)
+    config = json.loads((bad_dir / "config.json").read_text())
+    config["sampling"]["temperature"] = -1
+    (bad_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PretrainedError, match="temperature must be a finite float > 0"):
+        MoleculeGenerator.from_pretrained(bad_dir)
     proc = run_cli("export", "molecules", str(trained["latent_ckpt"]), "-o", str(tmp_path / "g"), "--steps", "4",
                    "--temperature", "0.5")
     assert proc.returncode == 0, proc.stderr[-2000:]

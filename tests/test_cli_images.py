@@ -83,6 +83,11 @@ def test_sample_with_cache_interval_reuses_attention_and_mlp(tmp_path):
     cached = np.load(tmp_path / "cached.npy")
     assert np.array_equal(cached, gen.sample(4, label=3, seed=0, cache_interval=2).numpy())
     assert not np.array_equal(cached, np.load(tmp_path / "full.npy"))
+    main(["sample", "image", "--checkpoint", str(tmp_path / "m"), "-n", "4", "--label", "3", "-o",
+          str(tmp_path / "int8.npy"), "--int8"])
+    int8, full = np.load(tmp_path / "int8.npy"), np.load(tmp_path / "full.npy")
+    assert json.loads((tmp_path / "int8_sampling.json").read_text())["int8"]
+    assert not np.array_equal(int8, full) and np.abs(int8 - full).max() < 0.1  # int8 rounding, not another sample
 
 
 def test_sample_png_of_one_label(model_dir, tmp_path):

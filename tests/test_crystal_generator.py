@@ -161,8 +161,12 @@ def test_cli_samples_crystals_to_extxyz_cif_and_folder(joint_dir, tmp_path):
         assert 1 <= len(read) <= 3 and all(isinstance(s, Structure) for s in read)
     dit3d_cli("sample", "crystals", "--checkpoint", str(joint_dir), "-n", "3", "-o", str(tmp_path / "q.extxyz"),
               "--steps", "2", "--int8")
-    expected = CrystalGenerator.from_pretrained(joint_dir).quantize_int8().sample(3, seed=0, steps=2)
+    int8 = CrystalGenerator.from_pretrained(joint_dir).quantize_int8()
+    expected = int8.sample(3, seed=0, steps=2)
     assert [s.composition for s in read_extxyz(tmp_path / "q.extxyz")] == [s.composition for s in expected]
+    floats = CrystalGenerator.from_pretrained(joint_dir).sample_arrays(3, seed=0, steps=2)
+    ints = int8.sample_arrays(3, seed=0, steps=2)
+    assert any(not np.array_equal(a.frac_coords, b.frac_coords) for a, b in zip(floats, ints))  # int8 did run
     with pytest.raises(SystemExit, match="must end in .extxyz or .cif"):
         dit3d_cli("sample", "crystals", "--checkpoint", str(joint_dir), "-o", str(tmp_path / "x.pdb"))
     with pytest.raises(SystemExit, match="--overwrite"):

@@ -141,4 +141,4 @@ def test_benchmark_runs_on_a_tiny_preset():
     for key in ("train_step_s", "denoise_step_s", "sample_2_s", "train_step_s_window", "denoise_step_s_window",
                 "denoise_step_int8_s", "sample_2_int8_s", "sample_int8_speedup"):
         assert result[key] > 0, key
-    assert result["samples_finite"]
+    assert result["samples_finite"] and result["int8_samples_finite"]

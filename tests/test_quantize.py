@@ -83,3 +83,12 @@ def test_refuses_training_mode_and_models_without_blocks():
         quantize_int8(DiTBlock(dim=32, num_heads=4))
     with pytest.raises(ValueError, match="no DiTBlock"):
         quantize_int8(nn.Sequential(nn.Linear(4, 4)).eval())
+
+
+def test_refuses_gradients():
+    q = Int8Linear(nn.Linear(4, 3))
+    x = torch.randn(2, 4, requires_grad=True)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        q(x)
+    with torch.no_grad():
+        assert q(x).shape == (2, 3)

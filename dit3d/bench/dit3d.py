@@ -82,8 +82,9 @@ def int8_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int,
     with torch.no_grad():
         denoise = median_time(lambda: module.model(points, t, labels), repeats, warmup=1)
     start = time.perf_counter()
-    module.sample(batch, num_points, sampler="ddim", steps=sample_steps, eta=eta, generator=g)
-    return {"denoise_step_int8_s": round(denoise, 3), f"sample_{batch}_int8_s": round(time.perf_counter() - start, 2)}
+    clouds = module.sample(batch, num_points, sampler="ddim", steps=sample_steps, eta=eta, generator=g)
+    return {"denoise_step_int8_s": round(denoise, 3), f"sample_{batch}_int8_s": round(time.perf_counter() - start, 2),
+            "int8_samples_finite": bool(torch.isfinite(clouds).all())}
 
 
 def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_points: int = 2048,

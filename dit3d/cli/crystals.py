@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from dit3d.cli.common import apply_int8, positive_int
-from dit3d.cli.molecules import add_sampling_arguments, sampling_options
+from dit3d.cli.common import add_flow_sampling_args, apply_int8, flow_sampling_options, positive_int
 
 INPUTS = "a folder of .cif files, a .cif file, an .extxyz file or a CDVAE .csv/.csv.gz"
 
@@ -25,7 +24,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output: .extxyz, .cif, or a new folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spacegroup", type=int, help="space group 1..230 (models trained with space groups only)")
-    add_sampling_arguments(p)
+    add_flow_sampling_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(run=run_sample)
 
@@ -43,7 +42,7 @@ def run_sample(args: argparse.Namespace) -> None:
     if suffix == "" and out.exists() and not args.overwrite:
         raise SystemExit(f"{out}: exists; choose a new folder or pass --overwrite")
     gen = apply_int8(CrystalGenerator.from_pretrained(args.checkpoint), args)
-    options = sampling_options(args)
+    options = flow_sampling_options(args)
     start = time.perf_counter()
     result = gen.sample_set(args.n, seed=args.seed, spacegroup=args.spacegroup, **options)
     if not result.structures:

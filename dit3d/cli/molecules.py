@@ -6,9 +6,8 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from dit3d.cli.common import add_int8_arg, apply_int8, parse_notes, positive_int
+from dit3d.cli.common import add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes, positive_int
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -17,23 +16,8 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=positive_int, default=100, help="number of molecules")
     p.add_argument("-o", "--output", required=True, help="output file (.sdf or .xyz)")
     p.add_argument("--seed", type=int, default=0)
-    add_sampling_arguments(p)
+    add_flow_sampling_args(p)
     p.set_defaults(run=run_sample)
-
-
-def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    """ODE options shared by ``dit3d sample molecules`` and ``dit3d sample crystals``."""
-    p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")
-    p.add_argument("--solver", choices=("euler", "heun"))
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    p.add_argument("--temperature", type=float, help="scale of the initial noise (default: the checkpoint's); "
-                                                     "below 1 trades diversity for validity")
-    add_int8_arg(p)
-
-
-def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ODE options given on the command line (the rest: the checkpoint's defaults)."""
-    return {k: v for k in ("steps", "solver", "guidance", "temperature") if (v := getattr(args, k)) is not None}
 
 
 def run_sample(args: argparse.Namespace) -> None:
@@ -46,7 +30,7 @@ def run_sample(args: argparse.Namespace) -> None:
     if not out.resolve().parent.is_dir():  # fail before minutes of sampling, not after
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
     gen = apply_int8(MoleculeGenerator.from_pretrained(args.checkpoint), args)
-    options = sampling_options(args)
+    options = flow_sampling_options(args)
     start = time.perf_counter()
     if out.suffix.lower() == ".sdf":
         write_sdf(out, gen.sample(args.n, seed=args.seed, **options))

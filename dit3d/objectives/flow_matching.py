@@ -13,6 +13,7 @@ is the marginal velocity field. Sampling integrates :math:`\dot x = v(x, t)` fro
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Sequence
 
 import torch
@@ -22,11 +23,19 @@ from ._utils import (ModelFn, append_dims, call_model, check_batch_vector, check
                      progress_bar, rand, randn, sample_device)
 from .masking import apply_mask, masked_mean, validate_mask
 
-__all__ = ["FlowMatching"]
+__all__ = ["FlowMatching", "check_temperature"]
 
 PREDICTIONS = ("velocity", "x1")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 SOLVERS = ("euler", "heun")
+
+
+def check_temperature(value: Any) -> float:
+    """``value`` as a float if it is a finite real number > 0 (a sampling temperature), else a
+    ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
+        raise ValueError(f"temperature must be a finite float > 0, got {value!r}")
+    return float(value)
 
 
 class FlowMatching:
@@ -256,8 +265,7 @@ class FlowMatching:
     def _initial_noise(self, shape: Sequence[int] | None, x0: Tensor | None, mask: Tensor | None,
                        generator: torch.Generator | None, device: torch.device | str | None,
                        temperature: float = 1.0) -> Tensor:
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-            raise ValueError(f"temperature must be a finite float > 0, got {temperature!r}")
+        temperature = check_temperature(temperature)
         if x0 is None:
             if shape is None:
                 raise ValueError("give either shape or x0 to FlowMatching.sample")
