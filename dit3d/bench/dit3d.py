@@ -58,16 +58,17 @@ def step_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int)
         opt.step()
         module.update_ema(0)
 
-    t = torch.full((points.shape[0],), 500, dtype=torch.long)
-
-    @torch.no_grad()
-    def denoise_step() -> None:
-        module.model(points, t, labels)
-
     module.model.eval()
-    denoise = median_time(denoise_step, repeats, warmup=1)
+    denoise = denoise_time(module, points, labels, repeats)
     module.model.train()
     return {"train_step_s": median_time(train_step, repeats, warmup=1), "denoise_step_s": denoise}
+
+
+@torch.no_grad()
+def denoise_time(module, points: torch.Tensor, labels: torch.Tensor, repeats: int) -> float:
+    """Median seconds of one denoising forward of ``module.model`` at step 500 (no grad)."""
+    t = torch.full((points.shape[0],), 500, dtype=torch.long)
+    return median_time(lambda: module.model(points, t, labels), repeats, warmup=1)
 
 
 def int8_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int, batch: int, num_points: int,
@@ -78,9 +79,7 @@ def int8_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int,
 
     for net in {id(m): m for m in (module.model, module.sampling_model)}.values():
         quantize_int8(net.eval())
-    t = torch.full((points.shape[0],), 500, dtype=torch.long)
-    with torch.no_grad():
-        denoise = median_time(lambda: module.model(points, t, labels), repeats, warmup=1)
+    denoise = denoise_time(module, points, labels, repeats)
     start = time.perf_counter()
     clouds = module.sample(batch, num_points, sampler="ddim", steps=sample_steps, eta=eta, generator=g)
     return {"denoise_step_int8_s": round(denoise, 3), f"sample_{batch}_int8_s": round(time.perf_counter() - start, 2),

@@ -119,9 +119,9 @@ def quantized_layers(model: nn.Module) -> int:
     return sum(isinstance(m, Int8Linear) for m in model.modules())
 
 
-def check_float(model: nn.Module, what: str = "this generator") -> None:
+def check_float(model: nn.Module) -> None:
     """Raise a ``ValueError`` if ``model`` holds int8 layers: they cannot be saved as the
     float model they came from."""
     if quantized_layers(model):
-        raise ValueError(f"{what} was quantized to int8 (quantize_int8()); reload the float model with "
+        raise ValueError("this generator was quantized to int8 (quantize_int8()); reload the float model with "
                          "from_pretrained and save it before quantizing")
