@@ -7,8 +7,6 @@ loads as a :class:`~dit3d.api.MoleculeGenerator` and as a :class:`~dit3d.api.Cry
 """
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +15,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from dit3d.checks import finite_float, positive_int
 from dit3d.models.adit_sampling import adit_label, sample_latents
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
 from dit3d.objectives._utils import check_option
-from dit3d.objectives.flow_matching import SOLVERS, check_temperature
+from dit3d.objectives.flow_matching import SOLVERS
 from dit3d.pretrained import (WEIGHTS_NAME, PretrainedError, load_pretrained, load_state_strict, resolve_pretrained,
                               save_pretrained)
 from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencoder
@@ -169,20 +168,16 @@ class ADiTGenerator:
 
     # -------------------------------------------------------------- sampling
     def _options(self, n: int, options: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        positive_int(n, "n")
         unknown = set(options) - set(SAMPLING_OPTIONS)
         if unknown:
             raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
         opts = {**self.sampling, **options}
         for key in ("steps", "batch_size"):
-            if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
-                raise ValueError(f"{key} must be a positive int, got {opts[key]!r}")
-        opts["temperature"] = check_temperature(opts["temperature"])
+            opts[key] = positive_int(opts[key], key)
+        opts["temperature"] = finite_float(opts["temperature"], "temperature", positive=True)
+        opts["guidance"] = finite_float(opts["guidance"], "guidance")
         check_option("solver", opts["solver"], SOLVERS)
-        g = opts["guidance"]
-        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not 0 <= float(g) < math.inf:
-            raise ValueError(f"guidance must be a finite float >= 0, got {g!r}")
         return opts
 
     def _latent_batches(self, n: int, seed: int | None, options: dict[str, Any],

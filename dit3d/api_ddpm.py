@@ -11,21 +11,20 @@ and returned. :func:`load_lightning_checkpoint` rebuilds a trained Lightning mod
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import numpy as np
 import torch
 from torch import nn
 
+from dit3d.checks import finite_float, positive_int
 from dit3d.models.ddpm_generation import SAMPLERS
 from dit3d.objectives import GaussianDiffusion
 from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
 
-__all__ = ["SAMPLING_OPTIONS", "DDPMGenerator", "load_lightning_checkpoint", "positive_int"]
+__all__ = ["SAMPLING_OPTIONS", "DDPMGenerator", "load_lightning_checkpoint"]
 
 #: options :meth:`DDPMGenerator._options` accepts (stored defaults and per-call overrides)
 SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
@@ -33,21 +32,6 @@ SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_
 _M = TypeVar("_M", bound=nn.Module)
 _G = TypeVar("_G", bound="DDPMGenerator")
 
-
-def positive_int(value: Any, name: str) -> int:
-    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError`` naming it.
-
-    Example:
-        >>> positive_int(3, "n")
-        3
-        >>> positive_int(0, "n")
-        Traceback (most recent call last):
-        ...
-        ValueError: n must be a positive int, got 0
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _first_line(e: Exception) -> str:
@@ -223,9 +207,7 @@ class DDPMGenerator:
         positive_int(opts["batch_size"], "batch_size")
         positive_int(opts.get("cache_interval", 1), "cache_interval")
         for key in ("guidance", "eta"):
-            v = opts[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{key} must be a finite float >= 0, got {v!r}")
+            finite_float(opts[key], key)
         return dict(opts)
 
     @staticmethod

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from dit3d.api_ddpm import SAMPLING_OPTIONS  # noqa: F401 (still importable from here)
-from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint, positive_int
+from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint
+from dit3d.checks import positive_int
 from dit3d.models.image_dit import ImageDiT
 from dit3d.models.image_dit_sampling import sample_images
 

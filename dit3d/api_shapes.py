@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from dit3d.api_ddpm import SAMPLING_OPTIONS  # noqa: F401 (still importable from here)
-from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint, positive_int
+from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint
+from dit3d.checks import positive_int
 from dit3d.models.dit3d_net import DiT3D
 from dit3d.models.dit3d_sampling import sample_point_clouds
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint, positive_int
+from dit3d.api_ddpm import DDPMGenerator, load_lightning_checkpoint
+from dit3d.checks import positive_int
 from dit3d.models.ddpm_generation import sample_labels
 from dit3d.models.video_dit import VideoDiT
 from dit3d.models.video_dit_sampling import check_given, sample_videos

@@ -86,3 +86,17 @@ def test_no_command_prints_help(capsys):
     except SystemExit as e:
         assert e.code == 2
     assert "fit" in capsys.readouterr().out
+
+
+def test_cli_solver_choices_match_the_objective():
+    # the CLI spells the solvers out so that building its parser imports no torch
+    from dit3d.cli.common import SOLVER_CHOICES
+    from dit3d.objectives.flow_matching import SOLVERS
+
+    assert SOLVER_CHOICES == SOLVERS
+
+
+def test_building_the_parser_imports_no_torch():
+    code = "import sys; from dit3d.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

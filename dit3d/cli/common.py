@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+#: the flow-matching ODE solvers (``dit3d.objectives.flow_matching.SOLVERS``), spelled out so
+#: that building the parser imports no torch; a test checks the two agree
+SOLVER_CHOICES = ("euler", "heun")
+
 
 def positive_int(text: str) -> int:
     value = int(text)
@@ -40,7 +44,7 @@ def apply_int8(gen: Any, args: argparse.Namespace) -> Any:
 def add_flow_sampling_args(p: argparse.ArgumentParser) -> None:
     """ODE options shared by ``dit3d sample molecules`` and ``dit3d sample crystals``."""
     p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")
-    p.add_argument("--solver", choices=("euler", "heun"))
+    p.add_argument("--solver", choices=SOLVER_CHOICES)
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     p.add_argument("--temperature", type=float, help="scale of the initial noise (default: the checkpoint's); "
                                                      "below 1 trades diversity for validity")

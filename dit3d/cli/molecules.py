@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from dit3d.cli.common import add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes, positive_int
+from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes,
+                              positive_int)
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -123,7 +124,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="ADiTLatentModule .ckpt from `dit3d fit`")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
     p.add_argument("--steps", type=positive_int, default=100)
-    p.add_argument("--solver", choices=("euler", "heun"), default="euler")
+    p.add_argument("--solver", choices=SOLVER_CHOICES, default="euler")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=1.0, help="default scale of the initial noise")
     p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",

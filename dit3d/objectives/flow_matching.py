@@ -12,30 +12,22 @@ is the marginal velocity field. Sampling integrates :math:`\dot x = v(x, t)` fro
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
+from dit3d.checks import finite_float, positive_int
 from ._utils import (ModelFn, append_dims, call_model, check_batch_vector, check_finite, check_option,
                      progress_bar, rand, randn, sample_device)
 from .masking import apply_mask, masked_mean, validate_mask
 
-__all__ = ["FlowMatching", "check_temperature"]
+__all__ = ["FlowMatching"]
 
 PREDICTIONS = ("velocity", "x1")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 SOLVERS = ("euler", "heun")
 
-
-def check_temperature(value: Any) -> float:
-    """``value`` as a float if it is a finite real number > 0 (a sampling temperature), else a
-    ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
-        raise ValueError(f"temperature must be a finite float > 0, got {value!r}")
-    return float(value)
 
 
 class FlowMatching:
@@ -243,8 +235,7 @@ class FlowMatching:
             - **output:** ``shape`` (or ``x0.shape``), the sample at :math:`t = 1`.
         """
         check_option("solver", solver, SOLVERS)
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        positive_int(steps, "steps")
         if not 0.0 <= t_start < 1.0:
             raise ValueError(f"t_start must lie in [0, 1), got {t_start!r}")
         x = self._initial_noise(shape, x0, mask, generator, device, temperature)
@@ -265,7 +256,7 @@ class FlowMatching:
     def _initial_noise(self, shape: Sequence[int] | None, x0: Tensor | None, mask: Tensor | None,
                        generator: torch.Generator | None, device: torch.device | str | None,
                        temperature: float = 1.0) -> Tensor:
-        temperature = check_temperature(temperature)
+        temperature = finite_float(temperature, "temperature", positive=True)
         if x0 is None:
             if shape is None:
                 raise ValueError("give either shape or x0 to FlowMatching.sample")

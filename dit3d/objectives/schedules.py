@@ -14,12 +14,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from dit3d.checks import positive_int
+
 __all__ = ["linear_beta_schedule", "cosine_beta_schedule", "get_beta_schedule", "BETA_SCHEDULES"]
-
-
-def _check_num_timesteps(num_timesteps: int) -> None:
-    if not isinstance(num_timesteps, int) or isinstance(num_timesteps, bool) or num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be a positive int, got {num_timesteps!r}")
 
 
 def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -41,7 +38,7 @@ def linear_beta_schedule(num_timesteps: int, beta_start: float = 1e-4, beta_end:
     Shapes:
         - **output:** :math:`(T,)`, float64.
     """
-    _check_num_timesteps(num_timesteps)
+    positive_int(num_timesteps, "num_timesteps")
     if not 0.0 < beta_start <= beta_end < 1.0:
         raise ValueError(
             f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"
@@ -70,7 +67,7 @@ def cosine_beta_schedule(num_timesteps: int, s: float = 0.008, max_beta: float =
     Shapes:
         - **output:** :math:`(T,)`, float64.
     """
-    _check_num_timesteps(num_timesteps)
+    positive_int(num_timesteps, "num_timesteps")
     if s < 0.0:
         raise ValueError(f"s must be >= 0, got {s}")
     if not 0.0 < max_beta < 1.0:

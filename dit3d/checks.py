@@ -1,0 +1,42 @@
+"""Argument checks shared by the generators and objectives: one message format for every
+"must be a positive int" / "must be a finite float >= 0", so users see the same wording
+whichever model they call.
+
+Example:
+    >>> positive_int(3, "n")
+    3
+    >>> finite_float(0.5, "eta")
+    0.5
+    >>> finite_float(0, "temperature", positive=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be a finite float > 0, got 0
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = ["finite_float", "positive_int"]
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def finite_float(value: Any, name: str, positive: bool = False) -> float:
+    """``value`` as a ``float`` if it is a finite real number (not a bool) that is >= 0, or
+    > 0 with ``positive``; else a ``ValueError`` naming it. Numpy scalars are accepted."""
+    bound = "> 0" if positive else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite float {bound}, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{name} must be a finite float {bound}, got {value!r}")
+    return v
