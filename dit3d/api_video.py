@@ -279,6 +279,17 @@ class VideoGenerator(DDPMGenerator):
         ds = self._test_split(n, start)
         return torch.stack([ds[i]["label"] for i in range(start, start + n)])
 
+    def test_digits(self, n: int, start: int = 0) -> Tensor:
+        """The digit ``(n,)`` int64 of each one-digit clip :meth:`test_clips` returns.
+
+        Raises:
+            ValueError: the clips hold several digits each (no single digit to condition on or judge).
+        """
+        labels = self.test_labels(n, start)  # (n, K)
+        if labels.shape[1] != 1:
+            raise ValueError(f"one digit per clip needed, these clips have {labels.shape[1]} digits each")
+        return labels[:, 0]
+
     @torch.no_grad()
     def complete(self, context: Tensor, given: Tensor, seed: int | None = None, progress: bool = False,
                  digit: int | Sequence[int] | Tensor | None = None, guidance: float | None = None,
@@ -360,10 +371,7 @@ class VideoGenerator(DDPMGenerator):
         if true_digits:
             if digit is not None:
                 raise ValueError("pass digit or true_digits=True, not both")
-            labels = self.test_labels(context.shape[0])  # (n, K)
-            if labels.shape[1] != 1:
-                raise ValueError(f"true_digits needs one-digit clips, these have {labels.shape[1]} digits each")
-            digit = labels[:, 0]  # (n,)
+            digit = self.test_digits(context.shape[0])  # (n,)
         given = self.task_mask(task, context_frames).expand(context.shape[0], -1)  # (n, T)
         clips = self.complete(context, given, seed, progress, digit, guidance, **options)
         return clips, self.net.tokenizer.tokens_to_video(given)

@@ -157,6 +157,11 @@ def test_conditional_tasks_keep_the_given_frames_and_can_use_the_true_digits(con
         gen.run_task("predict", truth, true_digits=True)
     with pytest.raises(ValueError, match="not both"):
         gen.run_task("predict", n=3, digit=1, true_digits=True)
+    assert torch.equal(gen.test_digits(2, start=1), gen.test_labels(3)[1:, 0])
+    two = VideoGenerator.from_lightning(cond_module, data={**DATA, "num_digits": 2}, sampling={"steps": 2})
+    assert two.test_labels(3).shape == (3, 2)
+    with pytest.raises(ValueError, match="one digit per clip needed, these clips have 2 digits each"):
+        two.run_task("predict", n=3, true_digits=True)
 
 
 def test_the_shipped_unconditional_folder_still_loads():

@@ -214,11 +214,12 @@ def _digit_judge(gen: Any, args: argparse.Namespace) -> tuple[Any, np.ndarray] |
     from dit3d.metrics.images import load_digit_classifier
     from dit3d.pretrained import PretrainedError
 
-    labels = gen.test_labels(args.n, args.start).numpy()  # (n, K)
-    if labels.shape[1] != 1:
+    try:
+        digits = gen.test_digits(args.n, args.start).numpy()  # (n,)
+    except ValueError:  # clips of several digits
         return None
     try:
-        return load_digit_classifier(), labels[:, 0]
+        return load_digit_classifier(), digits
     except PretrainedError as e:
         print(f"warning: no digit accuracy ({e})", file=sys.stderr)
         return None
@@ -277,15 +278,8 @@ def _realism(gen: Any, judge: Any, clips: np.ndarray, args: argparse.Namespace) 
                                        "distance in the digit classifier's features, not FID)"}}
 
 
-def run_evaluate(args: argparse.Namespace) -> None:
-    from dit3d.api_video import write_strip
-    from dit3d.metrics.video import copy_baseline, masked_mse_psnr
-
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        _check_out(out, (".json",))
-    gen = _generator(args)
-    held_out = [t for t in args.tasks if t != "unconditional"]
+def _check_evaluate_args(gen: Any, args: argparse.Namespace, held_out: list[str]) -> None:
+    """Fail before sampling on flags that do not fit the tasks or the model."""
     if args.digits and "unconditional" not in args.tasks:
         raise SystemExit("--digits applies to --tasks unconditional; use --true-digits for held-out tasks")
     if args.true_digits and not held_out:
@@ -295,50 +289,76 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise SystemExit("--guidance needs a digit to guide towards: add --digits for --tasks unconditional")
     if _guided(args) and held_out and not args.true_digits:
         raise SystemExit(f"--guidance needs a digit to guide towards: add --true-digits for {', '.join(held_out)}")
-    true_digits = None
-    if args.true_digits:
-        labels = gen.test_labels(args.n, args.start).numpy()  # (n, K)
-        if labels.shape[1] != 1:
-            raise SystemExit(f"--true-digits needs one-digit clips; these have {labels.shape[1]} digits each")
-        true_digits = labels[:, 0]  # (n,)
-    result: dict[str, Any] = {"tasks": {}}
-    records = []
-    judge = _digit_judge(gen, args)
-    for task in args.tasks:
-        if task == "unconditional":
-            digit = np.arange(args.n) % 10 if args.digits else None  # (n,): clip i asks for digit i % 10
-            clips, known, truth, record = _run(gen, task, args.n, args, digit, "i % 10" if args.digits else None)
-        else:
-            digit = true_digits
-            clips, known, truth, record = _run(gen, task, args.n, args, digit, "true" if args.true_digits else None)
-        records.append(record)
-        if truth is None:
-            result["tasks"][task] = _realism(gen, judge[0] if judge else None, clips, args)
-            if digit is not None:
-                result["tasks"][task].update(_requested_digit_scores(gen, judge, clips, digit, args))
-            if out is not None:
-                write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4])
-            continue
-        frames = known.reshape(*known.shape[:3], -1).all(-1)[:, 0]  # (n, F) wholly given frames
-        copied = copy_baseline(truth, frames)
-        scores = masked_mse_psnr(clips, truth, ~known)
-        base = masked_mse_psnr(copied, truth, ~known)
-        result["tasks"][task] = {**scores, "given_frames": frames[0].astype(int).tolist(),
-                                 "baseline_copy_nearest_given_frame": {"mse": base["mse"], "psnr": base["psnr"]}}
-        if judge is not None:
-            result["tasks"][task].update(_digit_scores(*judge, known, {"generated": clips, "ground_truth": truth,
-                                                                       "copy_baseline": copied}))
-        if out is not None:
-            write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4], truth[:4])
+
+
+def _unconditional_scores(gen: Any, judge: tuple[Any, np.ndarray] | None, args: argparse.Namespace,
+                          out: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Digit realism (and, with ``--digits``, accuracy) of ``-n`` clips from nothing, and the sampling record."""
+    from dit3d.api_video import write_strip
+
+    digit = np.arange(args.n) % 10 if args.digits else None  # (n,): clip i asks for digit i % 10
+    clips, known, _, record = _run(gen, "unconditional", args.n, args, digit, "i % 10" if args.digits else None)
+    scores = _realism(gen, judge[0] if judge else None, clips, args)
+    if digit is not None:
+        scores.update(_requested_digit_scores(gen, judge, clips, digit, args))
+    if out is not None:
+        write_strip(out.with_name(f"{out.stem}_unconditional.png"), clips[:4], known[:4])
+    return scores, record
+
+
+def _held_out_scores(gen: Any, task: str, judge: tuple[Any, np.ndarray] | None, args: argparse.Namespace,
+                     out: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """MSE/PSNR of the generated pixels of ``task`` on held-out clips, beside the copy baseline
+    (and digit accuracy with a judge), and the sampling record."""
+    from dit3d.api_video import write_strip
+    from dit3d.metrics.video import copy_baseline, masked_mse_psnr
+
+    digit = gen.test_digits(args.n, args.start).numpy() if args.true_digits else None  # (n,)
+    clips, known, truth, record = _run(gen, task, args.n, args, digit, "true" if args.true_digits else None)
+    frames = known.reshape(*known.shape[:3], -1).all(-1)[:, 0]  # (n, F) wholly given frames
+    copied = copy_baseline(truth, frames)
+    base = masked_mse_psnr(copied, truth, ~known)
+    scores = {**masked_mse_psnr(clips, truth, ~known), "given_frames": frames[0].astype(int).tolist(),
+              "baseline_copy_nearest_given_frame": {"mse": base["mse"], "psnr": base["psnr"]}}
+    if judge is not None:
+        scores.update(_digit_scores(*judge, known, {"generated": clips, "ground_truth": truth, "copy_baseline": copied}))
+    if out is not None:
+        write_strip(out.with_name(f"{out.stem}_{task}.png"), clips[:4], known[:4], truth[:4])
+    return scores, record
+
+
+def _evaluation_protocol(gen: Any, args: argparse.Namespace, records: list[dict[str, Any]]) -> dict[str, Any]:
     digits = None  # what a class-conditional model was told (an unconditional one takes no digits)
     if gen.num_classes:
         digits = {"unconditional": "clip i asks for digit i % 10" if args.digits else "none (any digit)",
                   "held_out_tasks": "each clip's own digit" if args.true_digits else
                                     "none (comparable with unconditional models)"}
-    result["protocol"] = {"metric": "MSE and PSNR (dB) of the generated pixels on the [0, 1] intensity scale, "
-                                    "mean over clips (dit3d.metrics.video)",
-                          "clips": "held-out moving-digits clips (test split: unseen source digits)",
-                          "data": gen.data, "sampling": records, "digits": digits}
+    return {"metric": "MSE and PSNR (dB) of the generated pixels on the [0, 1] intensity scale, "
+                      "mean over clips (dit3d.metrics.video)",
+            "clips": "held-out moving-digits clips (test split: unseen source digits)",
+            "data": gen.data, "sampling": records, "digits": digits}
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_out(out, (".json",))
+    gen = _generator(args)
+    _check_evaluate_args(gen, args, [t for t in args.tasks if t != "unconditional"])
+    if args.true_digits:
+        try:
+            gen.test_digits(args.n, args.start)
+        except ValueError as e:
+            raise SystemExit(f"--true-digits: {e}") from None
+    judge = _digit_judge(gen, args)
+    result: dict[str, Any] = {"tasks": {}}
+    records = []
+    for task in args.tasks:
+        scores, record = (_unconditional_scores(gen, judge, args, out) if task == "unconditional"
+                          else _held_out_scores(gen, task, judge, args, out))
+        result["tasks"][task] = scores
+        records.append(record)
+    result["protocol"] = _evaluation_protocol(gen, args, records)
     line = json.dumps(result)
     print(line)
     if out is not None:

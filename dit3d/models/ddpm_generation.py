@@ -3,7 +3,7 @@ DiT): DDIM on a few steps (default) or ancestral DDPM through all of them, with
 classifier-free guidance, in eval mode."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,44 @@ def sample_labels(label: int | Tensor, num_samples: int, num_classes: int, devic
         raise ValueError(f"{what} must lie in 0..{num_classes - 1} for this model, got "
                          f"[{int(y.min())}, {int(y.max())}]")
     return y
+
+
+def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None = None,
+                 guidance: float = 1.0) -> Callable[..., Tensor]:
+    r"""The noise predictor the samplers call: ``model`` itself, or, with a label, the
+    classifier-free guided :math:`\hat\epsilon_\varnothing + w (\hat\epsilon_y - \hat\epsilon_\varnothing)`
+    (:func:`~dit3d.objectives.classifier_free_guidance`, both halves in one doubled batch).
+
+    Args:
+        model: the network ``model(x, t, y)``; ``model.null_class`` is ``None`` when it is
+            unconditional.
+        num_samples: samples ``B``.
+        label: class of every sample (int) or one per sample ``(B,)``, in
+            ``0..num_classes-1``; ``None``: the null class (unconditional samples). Only for
+            conditional networks.
+        guidance: guidance weight :math:`w` (1: the conditional network as it is). Needs a
+            conditional network and a label.
+
+    Raises:
+        ValueError: a label or guidance for an unconditional network, guidance without a
+            label, labels of the wrong shape or out of range.
+    """
+    null = model.null_class
+    if null is None:
+        if label is not None:
+            raise ValueError("label given to an unconditional model (num_classes=0): it draws samples of any "
+                             "class; leave label=None, or train a class-conditional one (num_classes >= 1)")
+        if guidance != 1.0:
+            raise ValueError(f"classifier-free guidance needs a class-conditional model (num_classes >= 1), "
+                             f"this one has no class labels; leave guidance at 1, got {guidance}")
+        return model
+    if label is None:
+        if guidance != 1.0:
+            raise ValueError(f"guidance {guidance} needs a label to guide towards: pass label (a class, or one "
+                             "per sample), or leave guidance at 1 for unconditional (null-class) samples")
+        return model  # y=None: the null class
+    y = sample_labels(label, num_samples, null, next(model.parameters()).device)  # (B,)
+    return classifier_free_guidance(model, guidance, {"y": y}, {"y": torch.full_like(y, null)})
 
 
 @torch.no_grad()
@@ -61,13 +99,7 @@ def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Se
         raise ValueError(f"ancestral DDPM runs all {diffusion.num_timesteps} steps, got steps={steps}; "
                          "use sampler='ddim' for fewer")
     device = next(model.parameters()).device
-    if model.null_class is None:
-        if guidance != 1.0:
-            raise ValueError("classifier-free guidance needs a class-conditional model (num_classes >= 1)")
-        model_fn = model
-    else:
-        y = sample_labels(label, shape[0], model.null_class, device)  # (B,)
-        model_fn = classifier_free_guidance(model, guidance, {"y": y}, {"y": torch.full_like(y, model.null_class)})
+    model_fn = guided_model(model, shape[0], None if model.null_class is None else label, guidance)
     was_training = model.training
     model.eval()
     try:

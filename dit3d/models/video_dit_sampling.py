@@ -3,15 +3,13 @@ its mask (VDT), DDIM on a few steps (default) or ancestral DDPM through all of t
 for class-conditional networks, a label per clip with classifier-free guidance."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from dit3d.models.ddpm_generation import sample_labels
+from dit3d.models.ddpm_generation import guided_model
 from dit3d.models.video_dit import VideoDiT
 from dit3d.nn import branch_caching
-from dit3d.objectives import GaussianDiffusion, classifier_free_guidance, known_sample_loop
+from dit3d.objectives import GaussianDiffusion, known_sample_loop
 
 
 def check_given(model: VideoDiT, given: Tensor | None, num_samples: int) -> Tensor:
@@ -24,42 +22,6 @@ def check_given(model: VideoDiT, given: Tensor | None, num_samples: int) -> Tens
         raise ValueError(f"given must be a bool token mask of shape ({T},) or ({num_samples}, {T}) (True = given "
                          f"clean; see dit3d.models.video_masks), got {given.dtype} {tuple(given.shape)}")
     return given.expand(num_samples, T).cpu()
-
-
-def guided_model(model: VideoDiT, num_samples: int, label: int | Tensor | None = None,
-                 guidance: float = 1.0) -> Callable[..., Tensor]:
-    r"""The noise predictor the samplers call: ``model`` itself, or, with a label, the
-    classifier-free guided :math:`\hat\epsilon_\varnothing + w (\hat\epsilon_y - \hat\epsilon_\varnothing)`
-    (:func:`~dit3d.objectives.classifier_free_guidance`, both halves in one doubled batch).
-
-    Args:
-        model: the network; ``model.null_class`` is ``None`` when it is unconditional.
-        num_samples: clips ``B``.
-        label: class of every clip (int) or one per clip ``(B,)``, in ``0..num_classes-1``;
-            ``None``: the null class (unconditional samples). Only for conditional networks.
-        guidance: guidance weight :math:`w` (1: the conditional network as it is). Needs a
-            conditional network and a label.
-
-    Raises:
-        ValueError: a label or guidance for an unconditional network, guidance without a
-            label, labels of the wrong shape or out of range.
-    """
-    null = model.null_class
-    if null is None:
-        if label is not None:
-            raise ValueError("label given to an unconditional video DiT (num_classes=0): it draws clips of any "
-                             "digit; leave label=None, or train a class-conditional one (num_classes >= 1)")
-        if guidance != 1.0:
-            raise ValueError(f"classifier-free guidance needs a class-conditional video DiT (num_classes >= 1), "
-                             f"this one has no class labels; leave guidance at 1, got {guidance}")
-        return model
-    if label is None:
-        if guidance != 1.0:
-            raise ValueError(f"guidance {guidance} needs a label to guide towards: pass label (a class, or one "
-                             "per clip), or leave guidance at 1 for unconditional (null-class) samples")
-        return model  # y=None: the null class
-    y = sample_labels(label, num_samples, null, next(model.parameters()).device)  # (B,)
-    return classifier_free_guidance(model, guidance, {"y": y}, {"y": torch.full_like(y, null)})
 
 
 @torch.no_grad()
