@@ -40,7 +40,7 @@ import functools
 import math
 import os
 import platform
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -323,8 +323,6 @@ def evaluate_crystals(generated: CrystalSet | Sequence[Any], reference: CrystalS
             pymatgen ``Structure`` (named by set and index), misaligned ``e_above_hull``.
         MissingExtraError: SMACT or matminer is missing.
     """
-    from scipy.stats import wasserstein_distance
-
     if cutoffs not in COV_CUTOFFS:
         raise ValueError(f"unknown coverage cutoffs {cutoffs!r}; choose one of {sorted(COV_CUTOFFS)}")
     if coverage_on not in ("all", "valid"):
@@ -344,26 +342,10 @@ def evaluate_crystals(generated: CrystalSet | Sequence[Any], reference: CrystalS
     fp_gen = compute_fingerprints(cov_structs, cache_dir, progress, "fingerprints (generated)")
     fp_ref = compute_fingerprints(ref.structures, cache_dir, progress, "fingerprints (reference)")
     cut = COV_CUTOFFS[cutoffs]
-    cov = coverage(fp_gen, fp_ref, cut["struct"], cut["comp"], scaler,
-                   num_generated=n_total if coverage_on == "all" else len(valid_structs))
-
-    def wdist(f):
-        return float(wasserstein_distance([f(s) for s in valid_structs], [f(s) for s in ref.structures])) \
-            if valid_structs else None
-
+    precision_denominator = n_total if coverage_on == "all" else len(valid_structs)
+    cov = coverage(fp_gen, fp_ref, cut["struct"], cut["comp"], scaler, num_generated=precision_denominator)
     un = uniqueness_novelty(valid_structs, trn.structures if trn else None, matcher_tolerances)
-    sun, n_stable = None, None
-    if e_above_hull is not None:
-        e = np.array([np.nan if x is None else float(x) for x in e_above_hull], dtype=np.float64)
-        if len(e) != len(structs):
-            raise ValueError(f"e_above_hull has {len(e)} values for {len(structs)} readable generated structures")
-        stable = (e <= stability_threshold)[valid]
-        n_stable = int(stable.sum())
-        if un["is_novel"] is not None:
-            sun = float((stable & un["is_novel"]).sum() / n_total)
-    reasons: dict[str, int] = {}
-    for f in gen.failures:
-        reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+    sun, n_stable = _sun(e_above_hull, stability_threshold, valid, un["is_novel"], n_total)
     counts = {
         "samples": n_total, "unreadable": len(gen.failures), "struct_valid": int(struct_ok.sum()),
         "comp_valid": int(comp_ok.sum()), "valid": int(valid.sum()), "reference": len(ref.structures),
@@ -373,8 +355,74 @@ def evaluate_crystals(generated: CrystalSet | Sequence[Any], reference: CrystalS
         "fingerprint_failed_reference": int((~fp_ref.ok).sum()),
         "unique": un["unique"], "novel": un["novel"], "stable_valid": n_stable,
     }
+    coverage_protocol = {"cutoffs": cutoffs, "struct_cutoff": cut["struct"], "comp_cutoff": cut["comp"],
+                         "comp_scaler": scaler.name, "generated_scored": coverage_on,
+                         "precision_denominator": precision_denominator, **_fingerprint_record(fp_gen, fp_ref)}
+    return {
+        "struct_validity": counts["struct_valid"] / n_total, "comp_validity": counts["comp_valid"] / n_total,
+        "validity": counts["valid"] / n_total, "cov_recall": cov["cov_recall"], "cov_precision": cov["cov_precision"],
+        **_wasserstein_distances(valid_structs, ref.structures),
+        "uniqueness": un["uniqueness"], "novelty": un["novelty"], "sun": sun,
+        "coverage_details": {k: v for k, v in cov.items() if k.startswith("am")},
+        "counts": counts,
+        "unreadable": _unreadable(gen, ref, trn, max_failures_listed),
+        "protocol": _protocol(gen, ref, trn, coverage_protocol, matcher_tolerances,
+                              stability_threshold if e_above_hull is not None else None),
+    }
+
+
+def _sun(e_above_hull: Sequence[float | None] | None, threshold: float, valid: np.ndarray,
+         is_novel: np.ndarray | None, n_total: int) -> tuple[float | None, int | None]:
+    """S.U.N. rate over all samples and the number of stable valid samples (``None`` without energies).
+
+    Shapes:
+        e_above_hull: one per readable sample; valid: ``(readable,)`` bool; is_novel:
+        ``(valid,)`` bool (``None`` without a training set).
+    """
+    if e_above_hull is None:
+        return None, None
+    e = np.array([np.nan if x is None else float(x) for x in e_above_hull], dtype=np.float64)
+    if len(e) != len(valid):
+        raise ValueError(f"e_above_hull has {len(e)} values for {len(valid)} readable generated structures")
+    stable = (e <= threshold)[valid]  # NaN (unknown) is never stable
+    sun = None if is_novel is None else float((stable & is_novel).sum() / n_total)
+    return sun, int(stable.sum())
+
+
+def _wasserstein_distances(valid: Sequence[Any], reference: Sequence[Any]) -> dict[str, float | None]:
+    """W1 between valid samples and the reference set of density (g/cm^3) and of the number of
+    distinct elements (CDVAE); ``None`` without valid samples."""
+    from scipy.stats import wasserstein_distance
+
+    def wdist(f: Callable[[Any], float]) -> float | None:
+        return float(wasserstein_distance([f(s) for s in valid], [f(s) for s in reference])) if valid else None
+
+    return {"wdist_density": wdist(lambda s: float(s.density)),
+            "wdist_num_elements": wdist(lambda s: len(s.composition.elements))}
+
+
+def _unreadable(gen: CrystalSet, ref: CrystalSet, trn: CrystalSet | None, max_listed: int) -> dict[str, Any]:
+    """Counts of the generated set's unreadable records by reason, and the first ``max_listed`` of each set."""
+    reasons: dict[str, int] = {}
+    for f in gen.failures:
+        reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+    listed = {k: s.failures[:max_listed] for k, s in (("generated", gen), ("reference", ref), ("train", trn))
+              if s is not None}
+    return {"generated_reasons": reasons, **listed}
+
+
+def _fingerprint_record(fp_gen: Any, fp_ref: Any) -> dict[str, Any]:
     n_fp = len(fp_gen.ok) + len(fp_ref.ok)
-    protocol = {
+    return {"struct_fingerprint": STRUCT_FEATURIZER, "comp_fingerprint": COMP_FEATURIZER,
+            "distance": "Euclidean (scipy cdist)",
+            "fingerprint_seconds_per_crystal": (fp_gen.seconds + fp_ref.seconds) / n_fp if n_fp else None,
+            "cache": [c for c in (fp_gen.cache_file, fp_ref.cache_file) if c]}
+
+
+def _protocol(gen: CrystalSet, ref: CrystalSet, trn: CrystalSet | None, coverage_protocol: dict[str, Any],
+              matcher_tolerances: dict[str, float] | None, stability_threshold: float | None) -> dict[str, Any]:
+    """The protocol record of :func:`evaluate_crystals` (``stability_threshold`` None: no energies given)."""
+    return {
         "name": "cdvae",
         "reference": "Xie et al. 2022 (CDVAE, ICLR) generation metrics; Jiao et al. 2023 (DiffCSP, NeurIPS)",
         "struct_validity": f"min minimum-image distance between different sites >= {MIN_DISTANCE} A and "
@@ -383,36 +431,17 @@ def evaluate_crystals(generated: CrystalSet | Sequence[Any], reference: CrystalS
                          "oxidation_states_smact14 over the gcd-reduced counts passing smact.screening.pauling_test "
                          "(missing electronegativity passes)",
         "unreadable_samples": "counted in every validity denominator as invalid and in the COV-P denominator",
-        "coverage": {"cutoffs": cutoffs, "struct_cutoff": cut["struct"], "comp_cutoff": cut["comp"],
-                     "struct_fingerprint": STRUCT_FEATURIZER, "comp_fingerprint": COMP_FEATURIZER,
-                     "comp_scaler": scaler.name, "distance": "Euclidean (scipy cdist)",
-                     "generated_scored": coverage_on,
-                     "precision_denominator": n_total if coverage_on == "all" else len(valid_structs),
-                     "fingerprint_seconds_per_crystal": (fp_gen.seconds + fp_ref.seconds) / n_fp if n_fp else None,
-                     "cache": [c for c in (fp_gen.cache_file, fp_ref.cache_file) if c]},
+        "coverage": coverage_protocol,
         "wasserstein": "scipy.stats.wasserstein_distance, all valid samples vs all reference structures; density "
                        "g/cm^3 (pymatgen Structure.density), number of distinct elements",
         "structure_matcher": dict(matcher_tolerances or MATCHER_TOLERANCES),
         "uniqueness": "distinct structures (greedy StructureMatcher grouping) / valid samples",
         "novelty": "distinct structures matching no training structure / distinct structures",
         "sun": ("valid, first of its group, novel and e_above_hull <= %g eV/atom, over all samples"
-                % stability_threshold if e_above_hull is not None else
+                % stability_threshold if stability_threshold is not None else
                 "not computed: needs energies above hull (dit3d.metrics.crystals_stability.energies_above_hull)"),
-        "n_samples": n_total, "n_reference": len(ref.structures),
+        "n_samples": gen.num_records, "n_reference": len(ref.structures),
         "n_train": None if trn is None else len(trn.structures),
         "inputs": {"generated": gen.source, "reference": ref.source, "train": None if trn is None else trn.source},
         "versions": _versions(),
-    }
-    return {
-        "struct_validity": counts["struct_valid"] / n_total, "comp_validity": counts["comp_valid"] / n_total,
-        "validity": counts["valid"] / n_total, "cov_recall": cov["cov_recall"], "cov_precision": cov["cov_precision"],
-        "wdist_density": wdist(lambda s: float(s.density)),
-        "wdist_num_elements": wdist(lambda s: len(s.composition.elements)),
-        "uniqueness": un["uniqueness"], "novelty": un["novelty"], "sun": sun,
-        "coverage_details": {k: v for k, v in cov.items() if k.startswith("am")},
-        "counts": counts,
-        "unreadable": {"generated_reasons": reasons,
-                       **{k: s.failures[:max_failures_listed] for k, s in
-                          (("generated", gen), ("reference", ref), ("train", trn)) if s is not None}},
-        "protocol": protocol,
     }
