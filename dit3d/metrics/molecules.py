@@ -204,61 +204,23 @@ def evaluate_molecules(molecules: Iterable[Any] | str | os.PathLike, protocol: s
     valid_smiles: list[str] = []
     valid_mols: list[Chem.Mol] = []
     for i, item in enumerate(molecules):
-        z, pos = _as_arrays(item, i)
-        c["molecules"] += 1
-        c["atoms"] += len(z)
-        if len(z) == 0 or not np.isfinite(pos).all():
-            c["nonfinite_or_empty"] += 1
-            continue
-        stable = atom_stability(z, pos)
-        c["stable_atoms"] += int(stable.sum())
-        c["stable_molecules"] += int(stable.all())
-        mol = _validity_mol(z, pos, protocol)
+        mol = _score_one(_as_arrays(item, i), protocol, c)
         smiles = canonical_smiles(mol) if mol is not None else None
-        if smiles is None:
-            continue
-        valid_smiles.append(smiles)
-        valid_mols.append(mol)
-        c["multi_fragment_valid"] += int(len(Chem.GetMolFrags(mol)) > 1)
+        if smiles is not None:
+            valid_smiles.append(smiles)
+            valid_mols.append(mol)
+            c["multi_fragment_valid"] += int(len(Chem.GetMolFrags(mol)) > 1)
+    n = c["molecules"]
+    if n == 0:
+        raise ValueError("no molecules to evaluate; check that the generator wrote its samples")
     c["valid"] = len(valid_smiles)
     unique = set(valid_smiles)
     c["unique"] = len(unique)
     novelty = None
     if train_smiles is not None:
-        train = set()
-        for s in train_smiles:
-            cs = s if train_smiles_are_canonical else canonical_smiles(s)
-            c["train_smiles"] += 1
-            if cs is None:
-                c["train_smiles_unparsed"] += 1
-            else:
-                train.add(cs)
-        c["novel"] = len(unique - train)
+        c["novel"] = len(unique - _canonical_train_set(train_smiles, train_smiles_are_canonical, c))
         novelty = c["novel"] / c["unique"] if c["unique"] else 0.0
-    n = c["molecules"]
-    if n == 0:
-        raise ValueError("no molecules to evaluate; check that the generator wrote its samples")
     pb, pb_note = _posebusters(valid_mols) if protocol == "adit" else (None, "not part of the EDM protocol")
-    allowed = {element_symbol(z): list(v) for z, v in ALLOWED_VALENCIES.items()}
-    record = {
-        "name": protocol,
-        "reference": ("Hoogeboom et al. 2022, Equivariant Diffusion for Molecule Generation in 3D" if protocol == "edm"
-                      else "Joshi et al. 2025, All-atom Diffusion Transformers"),
-        "n_samples": n,
-        "bond_perception": ("EDM bond-length rule (dit3d.chem.edm_bond_matrix)" if protocol == "edm" else
-                            "RDKit rdDetermineBonds: DetermineConnectivity (covalent radii, Hueckel retry) + "
-                            "DetermineBondOrders (xyz2mol), total charge 0; ADiT used OpenBabel"),
-        "edm_margins_pm": {"single": EDM_MARGINS_PM[1], "double": EDM_MARGINS_PM[2], "triple": EDM_MARGINS_PM[3]},
-        "allowed_valencies": allowed,
-        "stability": "EDM bond orders summed per atom (H included) must be an allowed valency; no charges",
-        "validity": ("Chem.SanitizeMol succeeds on the Mol with EDM bonds and implicit H allowed" if protocol == "edm"
-                     else "bond orders assigned (not connectivity-only) and Chem.SanitizeMol succeeds; no implicit H"),
-        "smiles": SMILES_DEFINITION,
-        "uniqueness": "distinct SMILES / valid molecules",
-        "novelty": "distinct SMILES not among the training SMILES / distinct SMILES",
-        "posebusters": pb_note,
-        "versions": _versions(),
-    }
     return {
         "atom_stability": c["stable_atoms"] / c["atoms"] if c["atoms"] else 0.0,
         "mol_stability": c["stable_molecules"] / n,
@@ -268,5 +230,60 @@ def evaluate_molecules(molecules: Iterable[Any] | str | os.PathLike, protocol: s
         "valid_and_unique": c["unique"] / n,
         "posebusters": pb,
         "counts": c,
-        "protocol": record,
+        "protocol": _protocol(protocol, n, pb_note),
+    }
+
+
+def _score_one(arrays: tuple[np.ndarray, np.ndarray], protocol: str, counts: dict[str, int]) -> Chem.Mol | None:
+    """Add one molecule's atoms and stability to ``counts``; its Mol when valid under ``protocol``, else ``None``.
+
+    Shapes:
+        arrays: atomic numbers ``(N,)`` and positions ``(N, 3)`` (Angstrom).
+    """
+    z, pos = arrays
+    counts["molecules"] += 1
+    counts["atoms"] += len(z)
+    if len(z) == 0 or not np.isfinite(pos).all():
+        counts["nonfinite_or_empty"] += 1
+        return None
+    stable = atom_stability(z, pos)
+    counts["stable_atoms"] += int(stable.sum())
+    counts["stable_molecules"] += int(stable.all())
+    return _validity_mol(z, pos, protocol)
+
+
+def _canonical_train_set(train_smiles: Iterable[str], canonical: bool, counts: dict[str, int]) -> set[str]:
+    """The training SMILES canonicalised (unless already ``canonical``), counting those RDKit cannot parse."""
+    train = set()
+    for s in train_smiles:
+        cs = s if canonical else canonical_smiles(s)
+        counts["train_smiles"] += 1
+        if cs is None:
+            counts["train_smiles_unparsed"] += 1
+        else:
+            train.add(cs)
+    return train
+
+
+def _protocol(protocol: str, n: int, posebusters_note: str) -> dict[str, Any]:
+    """The protocol record of :func:`evaluate_molecules`: how each number was computed."""
+    edm = protocol == "edm"
+    return {
+        "name": protocol,
+        "reference": ("Hoogeboom et al. 2022, Equivariant Diffusion for Molecule Generation in 3D" if edm
+                      else "Joshi et al. 2025, All-atom Diffusion Transformers"),
+        "n_samples": n,
+        "bond_perception": ("EDM bond-length rule (dit3d.chem.edm_bond_matrix)" if edm else
+                            "RDKit rdDetermineBonds: DetermineConnectivity (covalent radii, Hueckel retry) + "
+                            "DetermineBondOrders (xyz2mol), total charge 0; ADiT used OpenBabel"),
+        "edm_margins_pm": {"single": EDM_MARGINS_PM[1], "double": EDM_MARGINS_PM[2], "triple": EDM_MARGINS_PM[3]},
+        "allowed_valencies": {element_symbol(z): list(v) for z, v in ALLOWED_VALENCIES.items()},
+        "stability": "EDM bond orders summed per atom (H included) must be an allowed valency; no charges",
+        "validity": ("Chem.SanitizeMol succeeds on the Mol with EDM bonds and implicit H allowed" if edm
+                     else "bond orders assigned (not connectivity-only) and Chem.SanitizeMol succeeds; no implicit H"),
+        "smiles": SMILES_DEFINITION,
+        "uniqueness": "distinct SMILES / valid molecules",
+        "novelty": "distinct SMILES not among the training SMILES / distinct SMILES",
+        "posebusters": posebusters_note,
+        "versions": _versions(),
     }
