@@ -239,12 +239,7 @@ def evaluate_pointclouds(samples: Any, references: Any, emd: str | None = "appro
         raise ValueError(f"samples have {s.shape[1]} points per cloud and references {r.shape[1]}; EMD needs equal "
                          "counts: resample to a common N (2048 in the published protocol) or pass emd=None")
     m, k = len(s), len(r)
-    if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}")
-        if m != k:
-            raise ValueError(f"batch_size pairs samples[b:b+n] with references[b:b+n], so it needs as many samples as "
-                             f"references, got {m} and {k}; pass batch_size=None for the full-set protocol")
+    _check_batch_size(batch_size, m, k)
     dev = torch.device(device)
     starts = [0] if batch_size is None else list(range(0, m, int(batch_size)))
     weights, parts = [], []
@@ -259,8 +254,27 @@ def evaluate_pointclouds(samples: Any, references: Any, emd: str | None = "appro
             return None
         return {name: float(sum(wi * p[key][name] for wi, p in zip(w, parts))) for name in parts[0][key]}
 
+    protocol = _protocol(normalization, emd, emd_convention, m, k, (int(s.shape[1]), int(r.shape[1])), batch_size,
+                         len(starts), seed, dev)
+    return {"CD": average("CD"), "EMD": average("EMD"), "protocol": protocol}
+
+
+def _check_batch_size(batch_size: int | None, m: int, k: int) -> None:
+    """DiT-3D's per-batch variant pairs samples[b:b+n] with references[b:b+n]: a positive int, equal set sizes."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be None or a positive int, got {batch_size!r}")
+    if m != k:
+        raise ValueError(f"batch_size pairs samples[b:b+n] with references[b:b+n], so it needs as many samples as "
+                         f"references, got {m} and {k}; pass batch_size=None for the full-set protocol")
+
+
+def _protocol(normalization: str, emd: str | None, emd_convention: str, m: int, k: int, points: tuple[int, int],
+              batch_size: int | None, num_batches: int, seed: int, dev: torch.device) -> dict[str, Any]:
+    """The protocol record of :func:`evaluate_pointclouds` (``points``: per sample and per reference cloud)."""
     squared, levels = EMD_CONVENTIONS[emd_convention]
-    protocol = {
+    return {
         "normalization": normalization,
         "normalization_definition": NORMALIZATION_DEFINITIONS[normalization],
         "cd_definition": CD_DEFINITION,
@@ -274,9 +288,9 @@ def evaluate_pointclouds(samples: Any, references: Any, emd: str | None = "appro
         },
         "num_samples": m,
         "num_references": k,
-        "points_per_cloud": int(s.shape[1]) if s.shape[1] == r.shape[1] else [int(s.shape[1]), int(r.shape[1])],
+        "points_per_cloud": points[0] if points[0] == points[1] else list(points),
         "batch_size": None if batch_size is None else int(batch_size),
-        "num_batches": len(starts),
+        "num_batches": num_batches,
         "within_set_matrices": ("CD and exact EMD: pairs i < j, mirrored; approx EMD: both orders; "
                                 "diagonals excluded from 1-NNA, whose neighbours are read per column as PointFlow's"),
         "seed": seed,
@@ -285,4 +299,3 @@ def evaluate_pointclouds(samples: Any, references: Any, emd: str | None = "appro
         "device": str(dev),
         "versions": _versions(),
     }
-    return {"CD": average("CD"), "EMD": average("EMD"), "protocol": protocol}
