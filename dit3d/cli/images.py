@@ -186,9 +186,8 @@ def _read_npy(path: str | Path, what: str) -> np.ndarray:
         raise SystemExit(str(e)) from None
 
 
-def run_evaluate(args: argparse.Namespace) -> None:
-    from dit3d.metrics.images import evaluate_images, load_digit_classifier
-
+def _check_evaluate_args(args: argparse.Namespace) -> Path | None:
+    """Fail before any work on flags that contradict each other; the JSON path (or ``None``)."""
     if (args.samples is None) == (args.per_class is None):
         raise SystemExit("give either a samples .npy or --per-class K (to sample from --checkpoint), not both")
     sampling_flags = [k for k in ("checkpoint", "sampler", "steps", "guidance", "eta", "batch_size")
@@ -203,27 +202,40 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist; create it first")
     if out is not None and out.is_dir():
         raise SystemExit(f"{out}: is a folder; give a file name for the JSON")
+    return out
+
+
+def _read_samples(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, Any, dict[str, str]]:
+    """Images, labels, sampling record (``None`` if absent) and source of a samples file and its sidecars."""
+    images = _read_npy(args.samples, "samples")
+    labels_path, record_path = sidecars(args.samples)
+    if args.labels:
+        labels_path = Path(args.labels)
+    elif not labels_path.is_file():
+        raise SystemExit(f"{args.samples}: no labels; pass --labels FILE.npy (or keep {labels_path.name} "
+                         "beside the samples, as `dit3d sample image` writes it)")
+    labels = _read_npy(labels_path, "labels")
+    try:
+        sampling = json.loads(record_path.read_text()) if record_path.is_file() else None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise SystemExit(f"{record_path}: not a sampling record ({e}); delete it or regenerate the samples") from None
+    return images, labels, sampling, {"samples": str(args.samples), "labels": str(labels_path)}
+
+
+def _draw_per_class(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, Any, dict[str, str]]:
+    """``--per-class`` images of every class from ``--checkpoint``, their labels, sampling record and source."""
+    gen = _generator(args)
+    labels = np.asarray(_balanced_labels(args.per_class * gen.num_classes, gen.num_classes), dtype=np.int64)
+    images, sampling = _draw(gen, labels.tolist(), args)
+    return images, labels, sampling, {"samples": f"drawn: {args.per_class} per class"}
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from dit3d.metrics.images import evaluate_images, load_digit_classifier
+
+    out = _check_evaluate_args(args)
     classifier = load_digit_classifier(args.classifier)
-    if args.samples is not None:
-        images = _read_npy(args.samples, "samples")
-        labels_path, record_path = sidecars(args.samples)
-        if args.labels:
-            labels_path = Path(args.labels)
-        elif not labels_path.is_file():
-            raise SystemExit(f"{args.samples}: no labels; pass --labels FILE.npy (or keep {labels_path.name} "
-                             "beside the samples, as `dit3d sample image` writes it)")
-        labels = _read_npy(labels_path, "labels")
-        try:
-            sampling = json.loads(record_path.read_text()) if record_path.is_file() else None
-        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-            raise SystemExit(f"{record_path}: not a sampling record ({e}); delete it or regenerate the samples"
-                             ) from None
-        source = {"samples": str(args.samples), "labels": str(labels_path)}
-    else:
-        gen = _generator(args)
-        labels = np.asarray(_balanced_labels(args.per_class * gen.num_classes, gen.num_classes), dtype=np.int64)
-        images, sampling = _draw(gen, labels.tolist(), args)
-        source = {"samples": f"drawn: {args.per_class} per class"}
+    images, labels, sampling, source = _read_samples(args) if args.samples is not None else _draw_per_class(args)
     result = evaluate_images(images, labels, classifier, seed=args.seed)
     result["protocol"].update(source)
     result["protocol"]["sampling"] = sampling
