@@ -226,8 +226,6 @@ def parse_crystal_csv(path: PathLike, symprec: float = SYMPREC, niggli: bool = T
     Returns:
         ``(arrays, failed_rows, num_rows)``.
     """
-    from dit3d.chem.crystals import CrystalFileError, parse_cif
-
     df = read_crystal_csv(path)
     ids = df["material_id"].tolist() if "material_id" in df.columns else [""] * len(df)
     cols: dict[str, list] = {k: [] for k in ("num_atoms", "atom_types", "frac_coords", "pos", "cell", "lengths",
@@ -238,20 +236,9 @@ def parse_crystal_csv(path: PathLike, symprec: float = SYMPREC, niggli: bool = T
                disable=None if progress is None else not progress)  # None: only on a terminal
     for row, text in enumerate(bar):
         try:
-            if not text.strip():
-                raise ValueError("empty cif cell")
-            structures = parse_cif(text, f"{name} row {row}")
-            if len(structures) != 1:
-                raise ValueError(f"the cif holds {len(structures)} structures (data blocks); one per row is expected")
-            fields = crystal_fields(structures[0], niggli)
-        except CrystalFileError as err:
-            failed.append({"row": row, "material_id": ids[row], "reason": err.problem})
-            continue
-        except ValueError as err:
-            failed.append({"row": row, "material_id": ids[row], "reason": str(err)})
-            continue
+            fields = _parse_row(text, f"{name} row {row}", niggli)
         except Exception as err:  # noqa: BLE001 - one odd row must not abort a parse of thousands
-            failed.append({"row": row, "material_id": ids[row], "reason": f"{type(err).__name__}: {err}"})
+            failed.append({"row": row, "material_id": ids[row], "reason": _failure_reason(err)})
             continue
         cols["num_atoms"].append(len(fields["atom_types"]))
         for k in ("atom_types", "frac_coords", "pos", "cell", "lengths", "angles"):
@@ -260,10 +247,38 @@ def parse_crystal_csv(path: PathLike, symprec: float = SYMPREC, niggli: bool = T
         cols["csv_row"].append(row)
         cols["material_id"].append(str(ids[row]))
         cols["formula"].append(fields["formula"])
-    M = len(cols["num_atoms"])
-    if M == 0:
+    if not cols["num_atoms"]:
         return _empty_arrays(), failed, len(df)
-    arrays = CrystalArrays(
+    return _arrays_from_columns(cols, file_index), failed, len(df)
+
+
+def _parse_row(text: str, where: str, niggli: bool) -> dict[str, Any]:
+    """:func:`crystal_fields` of the one structure in a row's CIF text (``where`` names the row in errors)."""
+    from dit3d.chem.crystals import parse_cif
+
+    if not text.strip():
+        raise ValueError("empty cif cell")
+    structures = parse_cif(text, where)
+    if len(structures) != 1:
+        raise ValueError(f"the cif holds {len(structures)} structures (data blocks); one per row is expected")
+    return crystal_fields(structures[0], niggli)
+
+
+def _failure_reason(err: Exception) -> str:
+    """The reason recorded for a skipped row: the problem a CIF or value error states, else type and message."""
+    from dit3d.chem.crystals import CrystalFileError
+
+    if isinstance(err, CrystalFileError):
+        return err.problem
+    if isinstance(err, ValueError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def _arrays_from_columns(cols: dict[str, list], file_index: int) -> CrystalArrays:
+    """Concatenate per-crystal columns (atoms of every crystal back to back) into :class:`CrystalArrays`."""
+    M = len(cols["num_atoms"])
+    return CrystalArrays(
         num_atoms=torch.tensor(cols["num_atoms"], dtype=torch.long),
         atom_types=torch.from_numpy(np.concatenate(cols["atom_types"])).long(),
         frac_coords=torch.from_numpy(np.concatenate(cols["frac_coords"])),
@@ -275,7 +290,6 @@ def parse_crystal_csv(path: PathLike, symprec: float = SYMPREC, niggli: bool = T
         csv_file=torch.full((M,), file_index, dtype=torch.long),
         csv_row=torch.tensor(cols["csv_row"], dtype=torch.long),
         material_id=cols["material_id"], formula=cols["formula"])
-    return arrays, failed, len(df)
 
 
 def collate_crystals(arr: CrystalArrays) -> tuple[Data, dict[str, Tensor] | None]:
