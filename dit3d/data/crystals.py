@@ -420,6 +420,22 @@ class CrystalDataset(InMemoryDataset):
         root = osp.expanduser(root) if root else default_root()
         super().__init__(root, transform=transform, force_reload=force_reload, log=False)
 
+        arr = self._load_files()
+        keep = self._keep_mask(arr.material_id, dedup, exclude_ids)  # (M,)
+        idx = torch.nonzero(keep).view(-1)
+        if subset is not None:
+            if subset > idx.numel():
+                raise ValueError(f"subset={subset} exceeds the {idx.numel()} crystals of {self.files}")
+            idx = idx[:subset]
+        if idx.numel() == 0:
+            raise ValueError(f"no crystals left from {self.files}: {len(self.failed_rows)} rows failed to parse, "
+                             f"{self.num_excluded} excluded, {self.num_duplicates} duplicates; see dataset.failed_rows")
+        arr = arr.take(idx) if idx.numel() != len(arr.material_id) else arr
+        self.data, self.slices = collate_crystals(arr)
+
+    def _load_files(self) -> CrystalArrays:
+        """Every file's crystals (cached parse) back to back; sets :attr:`failed_rows` and
+        :attr:`num_rows` and warns about skipped rows."""
         parts, failed, rows = [], [], 0
         for i, (f, p) in enumerate(zip(self.files, self.processed_paths)):
             cached = self._load_cache(f, p)
@@ -435,13 +451,17 @@ class CrystalDataset(InMemoryDataset):
                               f"{' (' + r['material_id'] + ')' if r['material_id'] else ''}: {r['reason']}"
                               for r in failed[:5])
             warnings.warn(f"{len(failed)} of {rows} crystal rows could not be parsed and were skipped: {shown}"
-                          f"{' ...' if len(failed) > 5 else ''} (all in dataset.failed_rows)", stacklevel=2)
-        arr = CrystalArrays.concat(parts) if len(parts) > 1 else parts[0]
-        keep = torch.ones(len(arr.material_id), dtype=torch.bool)
+                          f"{' ...' if len(failed) > 5 else ''} (all in dataset.failed_rows)", stacklevel=3)
+        return CrystalArrays.concat(parts) if len(parts) > 1 else parts[0]
+
+    def _keep_mask(self, material_ids: list[str], dedup: bool, exclude_ids: Iterable[str] | None) -> Tensor:
+        """``(M,)`` bool: crystals neither in ``exclude_ids`` nor (``dedup``) a repeat of an
+        earlier ``material_id``; sets :attr:`num_excluded` and :attr:`num_duplicates`."""
+        keep = torch.ones(len(material_ids), dtype=torch.bool)
         excluded = set(map(str, exclude_ids)) if exclude_ids is not None else set()
         seen: set[str] = set()
         self.num_duplicates = self.num_excluded = 0
-        for i, mid in enumerate(arr.material_id):
+        for i, mid in enumerate(material_ids):
             if mid and mid in excluded:
                 keep[i] = False
                 self.num_excluded += 1
@@ -449,16 +469,7 @@ class CrystalDataset(InMemoryDataset):
                 keep[i] = False
                 self.num_duplicates += 1
             seen.add(mid)
-        idx = torch.nonzero(keep).view(-1)
-        if subset is not None:
-            if subset > idx.numel():
-                raise ValueError(f"subset={subset} exceeds the {idx.numel()} crystals of {self.files}")
-            idx = idx[:subset]
-        if idx.numel() == 0:
-            raise ValueError(f"no crystals left from {self.files}: {len(failed)} rows failed to parse, "
-                             f"{self.num_excluded} excluded, {self.num_duplicates} duplicates; see dataset.failed_rows")
-        arr = arr.take(idx) if idx.numel() != len(arr.material_id) else arr
-        self.data, self.slices = collate_crystals(arr)
+        return keep
 
     # ------------------------------------------------------------------ PyG hooks
     @property
