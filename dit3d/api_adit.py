@@ -89,6 +89,28 @@ class ADiTGenerator:
         self.latent_mean, self.latent_std = self.latent_mean.to(device), self.latent_std.to(device)
         return self
 
+    def set_sampling_defaults(self, **options: Any) -> ADiTGenerator:
+        """Change the stored sampling defaults (:data:`SAMPLING_OPTIONS`; saved by
+        :meth:`save_pretrained`), checked before anything changes."""
+        self.sampling = self._options(1, options)
+        return self
+
+    def replace_autoencoder(self, autoencoder: AtomAutoencoder) -> ADiTGenerator:
+        """Decode with ``autoencoder`` from now on: one whose decoder was fine-tuned with this
+        model's encoder frozen (``ADiTAutoencoderModule(init_from=..., freeze_encoder=True)``).
+        The latent DiT was trained on that encoder's latents, so any other encoder is refused.
+
+        Raises:
+            ValueError: another architecture, or encoder weights that differ beyond float16 rounding.
+        """
+        if not self.autoencoder.same_encoder(autoencoder):
+            raise ValueError("this autoencoder's encoder differs from the one the latent DiT was trained on, so its "
+                             "decoder expects other latents; fine-tune a decoder with freeze_encoder=True from "
+                             "this model's autoencoder instead")
+        device = next(self.autoencoder.parameters()).device
+        self.autoencoder = autoencoder.to(device).eval().requires_grad_(False)
+        return self
+
     def quantize_int8(self) -> ADiTGenerator:
         """Run the latent DiT's attention and MLP layers in int8 from now on
         (:mod:`dit3d.nn.quantize`; CPU only; the autoencoder stays float): the shipped DiT-Ti

@@ -78,3 +78,18 @@ def test_save_pretrained_never_deletes_foreign_folders(tmp_path):
     ae.save_pretrained(tmp_path / "model")  # a pretrained folder is replaced whole
     assert torch.equal(AtomAutoencoder.from_pretrained(tmp_path / "model").type_embed.weight, ae.type_embed.weight)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "results"]  # no temp or backup left
+
+
+def test_same_encoder_compares_architecture_and_encoder_weights_only():
+    torch.manual_seed(0)
+    a = AtomAutoencoder(hidden_size=16, depth=1, num_heads=2, latent_dim=4)
+    b = AtomAutoencoder(hidden_size=16, depth=1, num_heads=2, latent_dim=4)
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        b.decoder.final_layer.linear.weight.add_(1.0)  # the decoder may differ
+    assert a.same_encoder(b) and set(a.encoder_state()) == set(b.encoder_state())
+    assert all(k.split(".")[0] in AtomAutoencoder.ENCODER_PARTS for k in a.encoder_state())
+    with torch.no_grad():
+        b.encoder.blocks[0].mlp.fc1.weight.mul_(1.01)  # the encoder may not
+    assert not a.same_encoder(b)
+    assert not a.same_encoder(AtomAutoencoder(hidden_size=16, depth=1, num_heads=2, latent_dim=8))

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes,
@@ -119,33 +120,61 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                                           "pretrained folder (molecule, crystal or joint model)"))
 
 
+#: sampling defaults of an export from a Lightning checkpoint (a folder keeps its own)
+EXPORT_DEFAULTS = {"steps": 100, "solver": "euler", "guidance": 1.0, "temperature": 1.0}
+
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``dit3d export molecules|crystals`` (one exporter for every ADiT model)."""
-    p.add_argument("checkpoint", help="ADiTLatentModule .ckpt from `dit3d fit`")
+    p.add_argument("checkpoint", help="ADiTLatentModule .ckpt from `dit3d fit`, or a pretrained ADiT folder to "
+                                      "re-export (e.g. with --autoencoder)")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
-    p.add_argument("--steps", type=positive_int, default=100)
-    p.add_argument("--solver", choices=SOLVER_CHOICES, default="euler")
-    p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.0, help="default scale of the initial noise")
+    p.add_argument("--steps", type=positive_int, help="default ODE steps (a .ckpt: 100; a folder: its own)")
+    p.add_argument("--solver", choices=SOLVER_CHOICES, help="default solver (a .ckpt: euler; a folder: its own)")
+    p.add_argument("--guidance", type=float, help="default guidance (a .ckpt: 1; a folder: its own)")
+    p.add_argument("--temperature", type=float,
+                   help="default scale of the initial noise (a .ckpt: 1; a folder: its own)")
+    p.add_argument("--autoencoder", help="decode with this autoencoder (stage-1 .ckpt or folder) instead: one "
+                                         "whose decoder was fine-tuned with the model's encoder frozen "
+                                         "(configs/adit/joint_decoder_cpu.yaml)")
     p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
                    help="float16 halves the folder; sampling still computes in float32")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
     p.set_defaults(run=run_export)
 
 
-def run_export(args: argparse.Namespace) -> None:
+def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The generator to export, from a stage-2 ``.ckpt`` or a pretrained folder, with the
+    sampling ``overrides`` applied, and the provenance it carries (a folder's earlier one)."""
     from dit3d.api import CrystalGenerator, MoleculeGenerator
     from dit3d.api_adit import trained_kinds
     from dit3d.models.adit_latent import load_latent_checkpoint
 
-    module = load_latent_checkpoint(args.checkpoint)
+    if Path(path).is_dir():
+        config = json.loads((Path(path) / "config.json").read_text()) if (Path(path) / "config.json").is_file() else {}
+        cls = CrystalGenerator if config.get("kind") == "adit-crystals" else MoleculeGenerator
+        gen = cls.from_pretrained(path)
+        gen.set_sampling_defaults(**overrides)  # bad overrides fail before anything is written
+        return gen, {"source_folder": str(path), "source_provenance": config.get("provenance")}
+    module = load_latent_checkpoint(path)
     kinds = trained_kinds(module.atom_count_hist)
     if not kinds:
-        raise SystemExit(f"{args.checkpoint}: its atom-count histograms are empty; was training started?")
+        raise SystemExit(f"{path}: its atom-count histograms are empty; was training started?")
     cls = MoleculeGenerator if kinds[0] == 0 else CrystalGenerator  # either saves every trained kind
-    gen = cls.from_lightning(module, {"steps": args.steps, "solver": args.solver, "guidance": args.guidance,
-                                       "temperature": args.temperature})
-    notes = parse_notes(args.note)
-    gen.save_pretrained(args.output, extra={"provenance": {"checkpoint": str(args.checkpoint), **notes}},
+    return cls.from_lightning(module, {**EXPORT_DEFAULTS, **overrides}), {"checkpoint": str(path)}
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from dit3d.models.adit_latent import load_autoencoder
+
+    overrides = {k: getattr(args, k) for k in EXPORT_DEFAULTS if getattr(args, k) is not None}
+    gen, provenance = _export_source(args.checkpoint, overrides)
+    if args.autoencoder is not None:
+        try:
+            gen.replace_autoencoder(load_autoencoder(args.autoencoder))
+        except ValueError as e:
+            raise SystemExit(f"--autoencoder {args.autoencoder}: {e}") from None
+        provenance["autoencoder"] = str(args.autoencoder)
+    gen.save_pretrained(args.output, extra={"provenance": {**provenance, **parse_notes(args.note)}},
                         weights_dtype=args.weights_dtype)
     print(f"wrote {args.output}", file=sys.stderr)

@@ -126,6 +126,15 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
             learns to decode latents that are off by that fraction of their spread, as a
             latent DiT's samples are. Scaled by the batch spread, the encoder cannot escape
             it by inflating its latents. 0 (ADiT) disables it.
+        init_from: start from this autoencoder (a stage-1 ``.ckpt``, an autoencoder folder
+            or an ADiT generator folder: :func:`~dit3d.models.adit_latent.load_autoencoder`);
+            its architecture must be the one given here.
+        freeze_encoder: train only the decoder (and lattice head) of ``init_from``, keeping
+            :attr:`~dit3d.tokenizers.AtomAutoencoder.ENCODER_PARTS` fixed: the latents do
+            not move, so a latent DiT trained on them stays valid and can be exported with
+            the new decoder (``dit3d export ... --autoencoder``). With ``latent_noise``
+            this makes a decoder tolerant of a latent DiT's imprecise samples, as Stable
+            Diffusion's VAE decoder was fine-tuned with its encoder frozen.
     """
 
     def __init__(self, hidden_size: int = 512, depth: int = 8, num_heads: int = 8, latent_dim: int = 8,
@@ -135,13 +144,29 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
                  weight_decay: float = 0.0, warmup_steps: int = 500, match_rmsd: float = 0.25,
                  crystal_type_weight: float | None = None, translate_crystals: bool = True,
                  lattice_mean: Sequence[float] | None = None, lattice_std: Sequence[float] | None = None,
-                 latent_noise: float = 0.0) -> None:
+                 latent_noise: float = 0.0, init_from: str | None = None, freeze_encoder: bool = False) -> None:
         super().__init__()
         if not latent_noise >= 0:
             raise ValueError(f"latent_noise must be >= 0 (a fraction of the latent spread), got {latent_noise}")
+        if freeze_encoder and init_from is None:
+            raise ValueError("freeze_encoder keeps a trained encoder fixed: give init_from (its .ckpt or folder)")
         self.save_hyperparameters()
         self.autoencoder = AtomAutoencoder(hidden_size, depth, num_heads, latent_dim, lattice_mean=lattice_mean,
                                            lattice_std=lattice_std)
+        if init_from is not None:
+            self._init_from(init_from)
+        if freeze_encoder:
+            for name, child in self.autoencoder.named_children():
+                child.requires_grad_(name not in AtomAutoencoder.ENCODER_PARTS)
+
+    def _init_from(self, path: str) -> None:
+        from dit3d.models.adit_latent import load_autoencoder
+
+        source = load_autoencoder(path)
+        if source.config != self.autoencoder.config:
+            raise ValueError(f"init_from {path} is an autoencoder with {source.config}, this module builds "
+                             f"{self.autoencoder.config}: set the same sizes (and lattice statistics) in the config")
+        self.autoencoder.load_state_dict(source.state_dict())
 
     def forward(self, atoms: Atoms, sample: bool = True, latent_noise: float = 0.0
                 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
@@ -197,7 +222,8 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return adamw_with_warmup(self.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
+        trainable = [p for p in self.parameters() if p.requires_grad]  # the decoder only with freeze_encoder
+        return adamw_with_warmup(trainable, hp.lr, hp.weight_decay, hp.warmup_steps)
 
 
 def reconstruction_metrics(out: dict[str, Tensor], target: Atoms, match_rmsd: float) -> dict[str, Tensor]:

@@ -17,15 +17,34 @@ from dit3d.objectives import FlowMatching
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import augment
 
+def _autoencoder_from_folder(directory: Path) -> AtomAutoencoder:
+    """An autoencoder folder (``AtomAutoencoder.save_pretrained``) or the autoencoder of an
+    ADiT generator folder (weights stored as float16 come back as float32)."""
+    from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict
+
+    config, weights = load_pretrained(directory)
+    if config.get("kind") == AtomAutoencoder.KIND:
+        return AtomAutoencoder.from_pretrained(directory)
+    if not isinstance(config.get("autoencoder"), dict):
+        raise PretrainedError(f"{directory}: holds a {config.get('kind')!r} model, not an ADiT autoencoder or "
+                              "generator folder")
+    model = AtomAutoencoder(**config["autoencoder"])
+    prefix = "autoencoder."
+    load_state_strict(model, {k[len(prefix):]: v.float() for k, v in weights.items() if k.startswith(prefix)},
+                      str(directory))
+    return model
+
+
 def load_autoencoder(path: str | dict) -> AtomAutoencoder:
-    """Frozen autoencoder from a pretrained folder or a stage-1 Lightning ``.ckpt``
-    (read with ``weights_only=True``: tensors and plain hyper-parameters only). A dict
-    is an autoencoder config: the architecture only, weights to be loaded later."""
+    """Frozen autoencoder from a pretrained folder (an autoencoder's, or an ADiT generator's),
+    or a stage-1 Lightning ``.ckpt`` (read with ``weights_only=True``: tensors and plain
+    hyper-parameters only). A dict is an autoencoder config: the architecture only, weights
+    to be loaded later."""
     if isinstance(path, dict):
         return AtomAutoencoder(**path).eval().requires_grad_(False)
     p = Path(path)
     if p.is_dir():
-        model = AtomAutoencoder.from_pretrained(p)
+        model = _autoencoder_from_folder(p)
     else:
         if not p.is_file():
             raise FileNotFoundError(f"autoencoder {path}: no such folder or checkpoint file")

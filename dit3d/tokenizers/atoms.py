@@ -252,6 +252,22 @@ class AtomAutoencoder(nn.Module):
         initialize_weights(self)
 
     KIND = "adit-autoencoder"
+    #: submodules that produce the latents; a decoder fine-tuned with them frozen still
+    #: decodes the latents a latent DiT was trained on
+    ENCODER_PARTS = ("type_embed", "pos_embed", "frac_embed", "kind_embed", "encoder")
+
+    def encoder_state(self) -> dict[str, Tensor]:
+        """The state entries of :attr:`ENCODER_PARTS` (``kind_embed`` included: the encoder reads it too)."""
+        return {k: v for k, v in self.state_dict().items() if k.split(".")[0] in self.ENCODER_PARTS}
+
+    def same_encoder(self, other: AtomAutoencoder, rtol: float = 1e-3) -> bool:
+        """Whether ``other`` has this architecture and encoder weights, up to ``rtol`` (float16
+        storage of a pretrained folder rounds by at most 2^-11, relative)."""
+        if other.config != self.config:
+            return False
+        mine, theirs = self.encoder_state(), other.encoder_state()
+        return all(torch.allclose(v.float(), theirs[k].float().to(v.device), rtol=rtol, atol=1e-6)
+                   for k, v in mine.items())
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` + ``model.safetensors`` (see :mod:`dit3d.pretrained`)."""
