@@ -117,3 +117,18 @@ def test_export_with_a_fine_tuned_decoder_from_a_checkpoint_or_a_folder(stages, 
                    stages["tmp"] / "nope.ckpt")
     assert proc.returncode != 0 and "nope.ckpt" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "data/adit_joint_cpu"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip("no shipped joint model")
+    provenance = json.loads((folder / "config.json").read_text())["provenance"]
+    assert provenance["autoencoder"].endswith("adit_joint_decoder_cpu/checkpoints/last.ckpt")
+    assert "joint_decoder_cpu.yaml" in provenance["command_decoder"]
+    crystals = CrystalGenerator.from_pretrained("adit-joint-cpu").sample_set(3, seed=0, steps=4)
+    assert crystals.num_records == 3 and all(s.volume > 0 for s in crystals.structures)
+    mols = MoleculeGenerator.from_pretrained("adit-joint-cpu").sample_arrays(2, seed=0, steps=4)
+    assert all(len(z) == len(p) > 0 for z, p in mols)
