@@ -7,6 +7,7 @@ loads as a :class:`~dit3d.api.MoleculeGenerator` and as a :class:`~dit3d.api.Cry
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,19 +97,23 @@ class ADiTGenerator:
         return self
 
     def replace_autoencoder(self, autoencoder: AtomAutoencoder) -> ADiTGenerator:
-        """Decode with ``autoencoder`` from now on: one whose decoder was fine-tuned with this
-        model's encoder frozen (``ADiTAutoencoderModule(init_from=..., freeze_encoder=True)``).
-        The latent DiT was trained on that encoder's latents, so any other encoder is refused.
+        """Decode with a frozen copy of ``autoencoder`` from now on: one whose decoder was
+        fine-tuned with this model's encoder frozen (``ADiTAutoencoderModule(init_from=...,
+        freeze_encoder=True)``). The latent DiT was trained on that encoder's latents, so any
+        other encoder is refused.
 
         Raises:
             ValueError: another architecture, or encoder weights that differ beyond float16 rounding.
         """
+        if autoencoder.config != self.autoencoder.config:
+            raise ValueError(f"this autoencoder is built as {autoencoder.config}, the model's as "
+                             f"{self.autoencoder.config}: the latent DiT can only use the model's own architecture")
         if not self.autoencoder.same_encoder(autoencoder):
             raise ValueError("this autoencoder's encoder differs from the one the latent DiT was trained on, so its "
                              "decoder expects other latents; fine-tune a decoder with freeze_encoder=True from "
                              "this model's autoencoder instead")
         device = next(self.autoencoder.parameters()).device
-        self.autoencoder = autoencoder.to(device).eval().requires_grad_(False)
+        self.autoencoder = copy.deepcopy(autoencoder).to(device).eval().requires_grad_(False)
         return self
 
     def quantize_int8(self) -> ADiTGenerator:

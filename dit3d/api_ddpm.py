@@ -33,7 +33,6 @@ _M = TypeVar("_M", bound=nn.Module)
 _G = TypeVar("_G", bound="DDPMGenerator")
 
 
-
 def _first_line(e: Exception) -> str:
     """``"ErrorType: first line of the message"``, cut to 200 characters, for error messages."""
     return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
@@ -197,18 +196,19 @@ class DDPMGenerator:
         unknown = set(options) - set(SAMPLING_OPTIONS)
         if unknown:
             raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
-        opts = options if check_only else {"cache_interval": 1, **self.sampling, **options}  # older folders lack it
+        opts = dict(options) if check_only else {"cache_interval": 1, **self.sampling, **options}  # older folders lack it
         if opts["sampler"] not in SAMPLERS:
             raise ValueError(f"unknown sampler {opts['sampler']!r}; choose one of {SAMPLERS}")
         if not check_only and opts["sampler"] == "ddpm" and "steps" not in options:
             opts["steps"] = None  # the stored DDIM step count does not apply: DDPM runs all T steps
         if opts["steps"] is not None:
-            positive_int(opts["steps"], "steps")
-        positive_int(opts["batch_size"], "batch_size")
-        positive_int(opts.get("cache_interval", 1), "cache_interval")
+            opts["steps"] = positive_int(opts["steps"], "steps")
+        opts["batch_size"] = positive_int(opts["batch_size"], "batch_size")
+        if "cache_interval" in opts:
+            opts["cache_interval"] = positive_int(opts["cache_interval"], "cache_interval")
         for key in ("guidance", "eta"):
-            finite_float(opts[key], key)
-        return dict(opts)
+            opts[key] = finite_float(opts[key], key)  # plain floats: numpy scalars would not serialise
+        return opts
 
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator:

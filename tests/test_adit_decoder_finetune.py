@@ -61,13 +61,29 @@ def test_init_from_checks_its_source(stages):
     with pytest.raises(ValueError, match="freeze_encoder keeps a trained encoder fixed: give init_from"):
         ADiTAutoencoderModule(**SIZES, freeze_encoder=True)
     with pytest.raises(ValueError, match="set the same sizes"):
-        ADiTAutoencoderModule(**{**SIZES, "hidden_size": 64}, init_from=str(stages["tmp"] / "ae.ckpt"))
-    # an ADiT generator folder (float16 weights) also serves as the source
-    from_folder = ADiTAutoencoderModule(**SIZES, init_from=str(stages["gen_dir"]))
+        ADiTAutoencoderModule(**{**SIZES, "hidden_size": 64}, init_from=str(stages["tmp"] / "ae.ckpt")).load_init_weights()
+    # an ADiT generator folder (float16 weights) also serves as the source; its weights come in at fit
+    from_folder = ADiTAutoencoderModule(**SIZES, init_from=str(stages["gen_dir"]), freeze_encoder=True)
+    assert not from_folder.autoencoder.same_encoder(stages["ae"].autoencoder)
+    from_folder.load_init_weights()
     assert from_folder.autoencoder.same_encoder(stages["ae"].autoencoder)
+    optimised = {id(p) for group in from_folder.configure_optimizers()["optimizer"].param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in from_folder.autoencoder.parameters() if p.requires_grad}
+    assert not any(p.requires_grad for p in from_folder.autoencoder.encoder.parameters())
     assert not from_folder.autoencoder.same_encoder(stages["ae"].autoencoder, rtol=0.0)  # rounded to float16
     with pytest.raises(PretrainedError, match="not an ADiT autoencoder or generator folder"):
         load_autoencoder(str(_folder_of_kind(stages["tmp"] / "other", "dit3d-shapes")))
+
+
+def test_a_fine_tuned_checkpoint_loads_without_its_source(stages):
+    source, moved = stages["tmp"] / "ae.ckpt", stages["tmp"] / "ae_moved.ckpt"
+    source.rename(moved)
+    try:
+        again = ADiTAutoencoderModule.load_from_checkpoint(stages["tmp"] / "ft.ckpt")
+    finally:
+        moved.rename(source)
+    tuned = stages["ft"].autoencoder.state_dict()
+    assert all(torch.equal(v, tuned[k]) for k, v in again.autoencoder.state_dict().items())
 
 
 def _folder_of_kind(path, kind: str):
@@ -104,10 +120,14 @@ def test_export_with_a_fine_tuned_decoder_from_a_checkpoint_or_a_folder(stages, 
                    "--note", "why=test")
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = MoleculeGenerator.from_pretrained(tmp_path / "a"), MoleculeGenerator.from_pretrained(tmp_path / "b")
+    assert a.sampling["solver"] == "euler" and a.sampling["temperature"] == 1.0  # a .ckpt: the generator's defaults
     assert b.sampling == MoleculeGenerator.from_pretrained(stages["gen_dir"]).sampling  # a folder keeps its own
-    tuned = load_autoencoder(str(ft_ckpt))
-    assert torch.equal(a.autoencoder.state_dict()["decoder.blocks.0.mlp.fc1.weight"],
-                       tuned.state_dict()["decoder.blocks.0.mlp.fc1.weight"])
+    b_config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert b_config["weights_dtype"] == "float16"  # ...and its weights dtype
+    tuned = load_autoencoder(str(ft_ckpt)).state_dict()
+    key = "decoder.blocks.0.mlp.fc1.weight"
+    assert torch.equal(a.autoencoder.state_dict()[key], tuned[key])
+    assert torch.equal(b.autoencoder.state_dict()[key], tuned[key].half().float())
     provenance = json.loads((tmp_path / "b" / "config.json").read_text())["provenance"]
     assert provenance["autoencoder"] == str(ft_ckpt) and provenance["why"] == "test"
     assert provenance["source_folder"] == str(stages["gen_dir"])
@@ -115,7 +135,8 @@ def test_export_with_a_fine_tuned_decoder_from_a_checkpoint_or_a_folder(stages, 
         CrystalGenerator.from_pretrained(tmp_path / "b")  # a molecule model re-exported stays one
     proc = run_cli("export", "molecules", stages["gen_dir"], "-o", tmp_path / "c", "--autoencoder",
                    stages["tmp"] / "nope.ckpt")
-    assert proc.returncode != 0 and "nope.ckpt" in proc.stderr
+    assert proc.returncode != 0 and proc.stderr.startswith("dit3d export molecules: error:") \
+        and "nope.ckpt" in proc.stderr
     assert not (tmp_path / "c").exists()
 
 

@@ -277,3 +277,11 @@ def test_int8_sampling_is_close_and_refuses_to_save(trained, tmp_path):
         main(["sample", "pointclouds", "--checkpoint", str(trained["gen_dir"]), "-n", "2", "--int8",
               "--device", "cuda", "-o", str(tmp_path / "never.npy")])
     assert not (tmp_path / "never.npy").exists()
+
+
+def test_numpy_sampling_defaults_are_stored_as_plain_numbers(trained, tmp_path):
+    gen = ShapeGenerator.from_lightning(trained["module"], trained["dm"].stats,
+                                        {"steps": np.int64(3), "eta": np.float32(0.5)})
+    assert type(gen.sampling["steps"]) is int and type(gen.sampling["eta"]) is float
+    config = json.loads((gen.save_pretrained(tmp_path / "g") / "config.json").read_text())
+    assert config["sampling"]["steps"] == 3 and config["sampling"]["eta"] == 0.5

@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes,
                               positive_int)
@@ -120,8 +120,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                                           "pretrained folder (molecule, crystal or joint model)"))
 
 
-#: sampling defaults of an export from a Lightning checkpoint (a folder keeps its own)
-EXPORT_DEFAULTS = {"steps": 100, "solver": "euler", "guidance": 1.0, "temperature": 1.0}
+#: sampling defaults the export flags may set (unset: a .ckpt gets the generator's, a folder keeps its own)
+EXPORT_SAMPLING = ("steps", "solver", "guidance", "temperature")
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -137,38 +137,41 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autoencoder", help="decode with this autoencoder (stage-1 .ckpt or folder) instead: one "
                                          "whose decoder was fine-tuned with the model's encoder frozen "
                                          "(configs/adit/joint_decoder_cpu.yaml)")
-    p.add_argument("--weights-dtype", choices=("float32", "float16"), default="float32",
-                   help="float16 halves the folder; sampling still computes in float32")
+    p.add_argument("--weights-dtype", choices=("float32", "float16"),
+                   help="float16 halves the folder; sampling still computes in float32 (default: float32 for a "
+                        ".ckpt, a folder's own)")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
     p.set_defaults(run=run_export)
 
 
-def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any], str]:
     """The generator to export, from a stage-2 ``.ckpt`` or a pretrained folder, with the
-    sampling ``overrides`` applied, and the provenance it carries (a folder's earlier one)."""
+    sampling ``overrides`` applied; the provenance it carries (a folder's earlier one) and
+    its weights dtype (a folder's own, else float32)."""
     from dit3d.api import CrystalGenerator, MoleculeGenerator
     from dit3d.api_adit import trained_kinds
     from dit3d.models.adit_latent import load_latent_checkpoint
+    from dit3d.pretrained import load_pretrained
 
     if Path(path).is_dir():
-        config = json.loads((Path(path) / "config.json").read_text()) if (Path(path) / "config.json").is_file() else {}
+        config, _ = load_pretrained(path)  # names the folder and file in its errors
         cls = CrystalGenerator if config.get("kind") == "adit-crystals" else MoleculeGenerator
-        gen = cls.from_pretrained(path)
-        gen.set_sampling_defaults(**overrides)  # bad overrides fail before anything is written
-        return gen, {"source_folder": str(path), "source_provenance": config.get("provenance")}
+        gen = cls.from_pretrained(path).set_sampling_defaults(**overrides)  # bad overrides fail before writing
+        provenance = {"source_folder": str(path), "source_provenance": config.get("provenance")}
+        return gen, provenance, config.get("weights_dtype", "float32")
     module = load_latent_checkpoint(path)
     kinds = trained_kinds(module.atom_count_hist)
     if not kinds:
         raise SystemExit(f"{path}: its atom-count histograms are empty; was training started?")
     cls = MoleculeGenerator if kinds[0] == 0 else CrystalGenerator  # either saves every trained kind
-    return cls.from_lightning(module, {**EXPORT_DEFAULTS, **overrides}), {"checkpoint": str(path)}
+    return cls.from_lightning(module, overrides), {"checkpoint": str(path)}, "float32"
 
 
 def run_export(args: argparse.Namespace) -> None:
     from dit3d.models.adit_latent import load_autoencoder
 
-    overrides = {k: getattr(args, k) for k in EXPORT_DEFAULTS if getattr(args, k) is not None}
-    gen, provenance = _export_source(args.checkpoint, overrides)
+    overrides = {k: getattr(args, k) for k in EXPORT_SAMPLING if getattr(args, k) is not None}
+    gen, provenance, dtype = _export_source(args.checkpoint, overrides)
     if args.autoencoder is not None:
         try:
             gen.replace_autoencoder(load_autoencoder(args.autoencoder))
@@ -176,5 +179,5 @@ def run_export(args: argparse.Namespace) -> None:
             raise SystemExit(f"--autoencoder {args.autoencoder}: {e}") from None
         provenance["autoencoder"] = str(args.autoencoder)
     gen.save_pretrained(args.output, extra={"provenance": {**provenance, **parse_notes(args.note)}},
-                        weights_dtype=args.weights_dtype)
+                        weights_dtype=args.weights_dtype or dtype)
     print(f"wrote {args.output}", file=sys.stderr)

@@ -208,15 +208,14 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_evaluate)
 
 
-def _digit_judge(gen: Any, args: argparse.Namespace) -> tuple[Any, np.ndarray] | None:
+def _digit_judge(digits: np.ndarray | None) -> tuple[Any, np.ndarray] | None:
     """The shipped digit classifier and the digit ``(n,)`` of each evaluated clip, or ``None``
-    for clips of several digits or without the classifier (no digit accuracy then)."""
+    for clips of several digits (``digits`` None) or without the classifier (no digit
+    accuracy then)."""
     from dit3d.metrics.images import load_digit_classifier
     from dit3d.pretrained import PretrainedError
 
-    try:
-        digits = gen.test_digits(args.n, args.start).numpy()  # (n,)
-    except ValueError:  # clips of several digits
+    if digits is None:
         return None
     try:
         return load_digit_classifier(), digits
@@ -306,14 +305,14 @@ def _unconditional_scores(gen: Any, judge: tuple[Any, np.ndarray] | None, args: 
     return scores, record
 
 
-def _held_out_scores(gen: Any, task: str, judge: tuple[Any, np.ndarray] | None, args: argparse.Namespace,
-                     out: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _held_out_scores(gen: Any, task: str, judge: tuple[Any, np.ndarray] | None, digit: np.ndarray | None,
+                     args: argparse.Namespace, out: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """MSE/PSNR of the generated pixels of ``task`` on held-out clips, beside the copy baseline
-    (and digit accuracy with a judge), and the sampling record."""
+    (and digit accuracy with a judge), and the sampling record; ``digit`` ``(n,)``: the digits
+    a class-conditional model is told (``--true-digits``), or ``None``."""
     from dit3d.api_video import write_strip
     from dit3d.metrics.video import copy_baseline, masked_mse_psnr
 
-    digit = gen.test_digits(args.n, args.start).numpy() if args.true_digits else None  # (n,)
     clips, known, truth, record = _run(gen, task, args.n, args, digit, "true" if args.true_digits else None)
     frames = known.reshape(*known.shape[:3], -1).all(-1)[:, 0]  # (n, F) wholly given frames
     copied = copy_baseline(truth, frames)
@@ -345,17 +344,17 @@ def run_evaluate(args: argparse.Namespace) -> None:
         _check_out(out, (".json",))
     gen = _generator(args)
     _check_evaluate_args(gen, args, [t for t in args.tasks if t != "unconditional"])
-    if args.true_digits:
-        try:
-            gen.test_digits(args.n, args.start)
-        except ValueError as e:
-            raise SystemExit(f"--true-digits: {e}") from None
-    judge = _digit_judge(gen, args)
+    labels = gen.test_labels(args.n, args.start).numpy()  # (n, K) digits of the held-out clips
+    digits = labels[:, 0] if labels.shape[1] == 1 else None  # (n,): one-digit clips only
+    if args.true_digits and digits is None:
+        raise SystemExit(f"--true-digits needs one-digit clips; these have {labels.shape[1]} digits each")
+    judge = _digit_judge(digits)
+    told = digits if args.true_digits else None
     result: dict[str, Any] = {"tasks": {}}
     records = []
     for task in args.tasks:
         scores, record = (_unconditional_scores(gen, judge, args, out) if task == "unconditional"
-                          else _held_out_scores(gen, task, judge, args, out))
+                          else _held_out_scores(gen, task, judge, told, args, out))
         result["tasks"][task] = scores
         records.append(record)
     result["protocol"] = _evaluation_protocol(gen, args, records)

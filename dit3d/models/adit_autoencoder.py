@@ -128,8 +128,11 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
             it by inflating its latents. 0 (ADiT) disables it.
         init_from: start from this autoencoder (a stage-1 ``.ckpt``, an autoencoder folder
             or an ADiT generator folder: :func:`~dit3d.models.adit_latent.load_autoencoder`);
-            its architecture must be the one given here.
-        freeze_encoder: train only the decoder (and lattice head) of ``init_from``, keeping
+            its architecture must be the one given here. Its weights are copied in when
+            fitting starts (:meth:`load_init_weights`; a resumed run's checkpoint then
+            overwrites them), so loading this module's own checkpoints never needs the file.
+        freeze_encoder: train only the decoder side (``latent_in``, ``decoder``,
+            ``lattice_head``) of ``init_from``, keeping
             :attr:`~dit3d.tokenizers.AtomAutoencoder.ENCODER_PARTS` fixed: the latents do
             not move, so a latent DiT trained on them stays valid and can be exported with
             the new decoder (``dit3d export ... --autoencoder``). With ``latent_noise``
@@ -153,20 +156,31 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
         self.save_hyperparameters()
         self.autoencoder = AtomAutoencoder(hidden_size, depth, num_heads, latent_dim, lattice_mean=lattice_mean,
                                            lattice_std=lattice_std)
-        if init_from is not None:
-            self._init_from(init_from)
+        self._init_loaded = init_from is None
         if freeze_encoder:
             for name, child in self.autoencoder.named_children():
                 child.requires_grad_(name not in AtomAutoencoder.ENCODER_PARTS)
 
-    def _init_from(self, path: str) -> None:
+    def load_init_weights(self) -> None:
+        """Copy the weights of ``init_from`` into the autoencoder (once: ``fit`` calls it when
+        it starts, unless it was called before).
+
+        Raises:
+            ValueError: ``init_from`` holds another architecture than this module's.
+        """
         from dit3d.models.adit_latent import load_autoencoder
 
+        path = self.hparams.init_from
         source = load_autoencoder(path)
         if source.config != self.autoencoder.config:
             raise ValueError(f"init_from {path} is an autoencoder with {source.config}, this module builds "
                              f"{self.autoencoder.config}: set the same sizes (and lattice statistics) in the config")
         self.autoencoder.load_state_dict(source.state_dict())
+        self._init_loaded = True
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not self._init_loaded:
+            self.load_init_weights()  # before a resumed checkpoint is restored, which overwrites it
 
     def forward(self, atoms: Atoms, sample: bool = True, latent_noise: float = 0.0
                 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:

@@ -17,19 +17,21 @@ from dit3d.objectives import FlowMatching
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import augment
 
+
 def _autoencoder_from_folder(directory: Path) -> AtomAutoencoder:
     """An autoencoder folder (``AtomAutoencoder.save_pretrained``) or the autoencoder of an
     ADiT generator folder (weights stored as float16 come back as float32)."""
     from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict
 
     config, weights = load_pretrained(directory)
-    if config.get("kind") == AtomAutoencoder.KIND:
-        return AtomAutoencoder.from_pretrained(directory)
-    if not isinstance(config.get("autoencoder"), dict):
+    if config.get("kind") == AtomAutoencoder.KIND:  # AtomAutoencoder.save_pretrained's layout
+        init, prefix = config.get("init"), ""
+    else:  # an ADiT generator's
+        init, prefix = config.get("autoencoder"), "autoencoder."
+    if not isinstance(init, dict):
         raise PretrainedError(f"{directory}: holds a {config.get('kind')!r} model, not an ADiT autoencoder or "
                               "generator folder")
-    model = AtomAutoencoder(**config["autoencoder"])
-    prefix = "autoencoder."
+    model = AtomAutoencoder(**init)
     load_state_strict(model, {k[len(prefix):]: v.float() for k, v in weights.items() if k.startswith(prefix)},
                       str(directory))
     return model

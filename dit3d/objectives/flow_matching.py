@@ -29,7 +29,6 @@ TIME_SAMPLINGS = ("uniform", "logit_normal")
 SOLVERS = ("euler", "heun")
 
 
-
 class FlowMatching:
     r"""Flow-matching objective and ODE sampler over any tensor shape :math:`(B, \dots)`.
 
