@@ -196,45 +196,53 @@ def read_xyz(path: PathLike) -> list[MoleculeRecord]:
         if not lines[i].strip():
             i += 1
             continue
-        rec, count_line = len(out), i + 1
-        try:
-            n = int(lines[i].split()[0]) if len(lines[i].split()) == 1 else -1
-        except ValueError:
-            n = -1
-        if n <= 0:
-            raise MoleculeFileError(path, f"expected a positive atom count, got {lines[i].strip()!r}", record=rec,
-                                    line=count_line,
-                                    fix="the previous frame may have more atom lines than its count says")
+        rec = len(out)
+        n = _xyz_count(lines[i], path, rec, i + 1)
         if i + 2 + n > len(lines):  # count line, comment line, n atom lines
             raise MoleculeFileError(path, f"truncated frame: count says {n} atoms but only "
                                     f"{max(len(lines) - i - 2, 0)} lines follow the comment",
-                                    record=rec, line=count_line)
-        comment = lines[i + 1]
-        z = np.empty(n, np.int64)
-        pos = np.empty((n, 3), np.float64)
-        for k in range(n):
-            lineno = i + 3 + k
-            tok = lines[lineno - 1].split()
-            if len(tok) < 4:
-                raise MoleculeFileError(path, f"expected 'symbol x y z', got {lines[lineno - 1].strip()!r}", record=rec,
-                                        line=lineno, fix=f"check the atom count ({n}) of this frame")
-            try:
-                zk = int(tok[0]) if tok[0].isdigit() else atomic_number(tok[0])
-                element_symbol(zk)  # atomic numbers must be 1..118 too
-                z[k] = zk
-            except ValueError:
-                raise MoleculeFileError(path, f"unknown element {tok[0]!r}", record=rec, line=lineno,
-                                        fix="use element symbols (C, Cl) or atomic numbers 1..118") from None
-            try:
-                pos[k] = [float(t) for t in tok[1:4]]
-            except ValueError:
-                raise MoleculeFileError(path, f"non-numeric coordinates {tok[1:4]}", record=rec, line=lineno) from None
-            if not np.isfinite(pos[k]).all():
-                raise MoleculeFileError(path, f"non-finite coordinates {tok[1:4]}", record=rec, line=lineno,
-                                        fix="the generator produced NaN/inf; drop or regenerate this sample")
-        out.append(MoleculeRecord(z, pos, comment))
+                                    record=rec, line=i + 1)
+        atoms = [_xyz_atom(lines[i + 2 + k], path, rec, i + 3 + k, n) for k in range(n)]
+        z = np.array([a for a, _ in atoms], dtype=np.int64)  # (n,)
+        pos = np.array([xyz for _, xyz in atoms], dtype=np.float64).reshape(n, 3)  # (n, 3)
+        out.append(MoleculeRecord(z, pos, lines[i + 1]))
         i += 2 + n
     return out
+
+
+def _xyz_count(line: str, path: Path, rec: int, lineno: int) -> int:
+    """The atom count opening an XYZ frame (a positive int alone on its line)."""
+    tok = line.split()
+    try:
+        n = int(tok[0]) if len(tok) == 1 else -1
+    except ValueError:
+        n = -1
+    if n <= 0:
+        raise MoleculeFileError(path, f"expected a positive atom count, got {line.strip()!r}", record=rec,
+                                line=lineno, fix="the previous frame may have more atom lines than its count says")
+    return n
+
+
+def _xyz_atom(line: str, path: Path, rec: int, lineno: int, n: int) -> tuple[int, list[float]]:
+    """Atomic number and finite coordinates of one ``symbol x y z`` line of a frame of ``n`` atoms."""
+    tok = line.split()
+    if len(tok) < 4:
+        raise MoleculeFileError(path, f"expected 'symbol x y z', got {line.strip()!r}", record=rec,
+                                line=lineno, fix=f"check the atom count ({n}) of this frame")
+    try:
+        z = int(tok[0]) if tok[0].isdigit() else atomic_number(tok[0])
+        element_symbol(z)  # atomic numbers must be 1..118 too
+    except ValueError:
+        raise MoleculeFileError(path, f"unknown element {tok[0]!r}", record=rec, line=lineno,
+                                fix="use element symbols (C, Cl) or atomic numbers 1..118") from None
+    try:
+        xyz = [float(t) for t in tok[1:4]]
+    except ValueError:
+        raise MoleculeFileError(path, f"non-numeric coordinates {tok[1:4]}", record=rec, line=lineno) from None
+    if not np.isfinite(xyz).all():
+        raise MoleculeFileError(path, f"non-finite coordinates {tok[1:4]}", record=rec, line=lineno,
+                                fix="the generator produced NaN/inf; drop or regenerate this sample")
+    return z, xyz
 
 
 def write_sdf(path: PathLike, mols: Iterable[Chem.Mol]) -> Path:
