@@ -118,30 +118,12 @@ def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool
         raise FileExistsError(f"{path} already exists; choose another destination or allow overwriting it")
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"cannot replace {path} with a folder: it is a file")
-    created: list[Path] = []
-    parent = path.parent
-    while not parent.exists():
-        if not make_parents:
-            raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
-        created.append(parent)
-        parent = parent.parent
-    if not parent.is_dir():
-        raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
-    for k, p in enumerate(reversed(created)):
-        try:
-            p.mkdir()
-        except OSError as e:
-            for q in created[len(created) - k:]:  # those made so far, innermost first
-                with contextlib.suppress(OSError):
-                    q.rmdir()
-            raise type(e)(e.errno, f"cannot create {p} for {path}: {e.strerror}") from None
+    created = _make_parents(path, make_parents)  # innermost first
     tmp = _temp_name(path, "tmpdir")
     try:
         tmp.mkdir()
     except OSError as e:
-        for q in created:
-            with contextlib.suppress(OSError):
-                q.rmdir()
+        _remove_empty(created)
         raise type(e)(e.errno, f"cannot write {path}: {e.strerror} in {path.parent}; choose a writable folder"
                       ) from None
     try:
@@ -155,7 +137,33 @@ def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for p in created:  # innermost first; only if still empty
-            with contextlib.suppress(OSError):
-                p.rmdir()
+        _remove_empty(created)
         raise
+
+
+def _make_parents(path: Path, make_parents: bool) -> list[Path]:
+    """Create the missing parent folders of ``path`` (outermost first); return them innermost
+    first. On failure, those created are removed again."""
+    created: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        if not make_parents:
+            raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
+        created.append(parent)
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
+    for k, p in enumerate(reversed(created)):
+        try:
+            p.mkdir()
+        except OSError as e:
+            _remove_empty(created[len(created) - k:])  # those made so far
+            raise type(e)(e.errno, f"cannot create {p} for {path}: {e.strerror}") from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (innermost first) if it is still empty."""
+    for p in folders:
+        with contextlib.suppress(OSError):
+            p.rmdir()

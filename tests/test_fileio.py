@@ -1,4 +1,6 @@
 """Atomic folder writes (the file writes are covered in test_chem_io.py)."""
+from pathlib import Path
+
 import pytest
 
 from dit3d.fileio import atomic_directory
@@ -32,3 +34,19 @@ def test_atomic_directory_success_failure_and_overwrite(tmp_path):
     with pytest.raises(NotADirectoryError):
         with atomic_directory(tmp_path / "file", overwrite=True):
             pass
+
+
+
+def test_a_failed_parent_mkdir_removes_the_parents_made_before_it(tmp_path, monkeypatch):
+    real_mkdir = Path.mkdir
+
+    def refuse_b(self, *args, **kwargs):
+        if self.name == "b":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse_b)
+    with pytest.raises(PermissionError, match="cannot create .*b for"):
+        with atomic_directory(tmp_path / "a" / "b" / "out"):
+            pass
+    assert list(tmp_path.iterdir()) == []  # a/ was made, then removed when b/ failed
