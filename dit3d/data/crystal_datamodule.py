@@ -22,6 +22,36 @@ def _check_count(name: str, value: object, minimum: int) -> None:
                          + f", got {value!r}")
 
 
+def _split_files(data_root: str | None, preset: str | None, given: dict[str, str | list[str] | None],
+                 val_fraction: float | None) -> tuple[dict[str, list[str]], float]:
+    """The CSV files of each split (a preset's, then files given per split, relative to
+    ``data_root``) and the fraction of the training files held out for validation (the
+    preset's, 0 when validation files exist, or ``val_fraction``)."""
+    files: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    fraction = 0.0
+    if preset is not None:
+        if data_root is None:
+            raise ValueError(f"preset {preset!r} needs data_root (or ${DATA_ROOT_ENV}): the folder holding the "
+                             f"CDVAE CSV folders, e.g. data_root='../shared/data/crystals'")
+        from dit3d.data.crystals import DEV_SPLITS
+
+        files = dev_split_files(preset, data_root)
+        fraction = DEV_SPLITS[preset].val_fraction
+    for split, paths in given.items():
+        if paths is not None:
+            files[split] = [p if os.path.isabs(p) or data_root is None else os.path.join(data_root, p)
+                            for p in ([paths] if isinstance(paths, str) else paths)]
+    if given["val"] is not None or files["val"]:
+        fraction = 0.0
+    if val_fraction is not None:
+        fraction = val_fraction
+    if not any(files.values()):
+        raise ValueError("no crystal files: give preset= (with data_root) or train_files/val_files/test_files")
+    if fraction > 0 and files["val"]:
+        raise ValueError("give either validation files or val_fraction > 0, not both")
+    return files, fraction
+
+
 class CrystalDataModule(AtomsDataModule):
     """Crystal train / val / test loaders, from a named development split or explicit CSV files.
 
@@ -81,31 +111,9 @@ class CrystalDataModule(AtomsDataModule):
         if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
         self.save_hyperparameters()
-        data_root = data_root or os.environ.get(DATA_ROOT_ENV) or None
-        files: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-        fraction = 0.0
-        if preset is not None:
-            if data_root is None:
-                raise ValueError(f"preset {preset!r} needs data_root (or ${DATA_ROOT_ENV}): the folder holding the "
-                                 f"CDVAE CSV folders, e.g. data_root='../shared/data/crystals'")
-            from dit3d.data.crystals import DEV_SPLITS
-
-            files = dev_split_files(preset, data_root)
-            fraction = DEV_SPLITS[preset].val_fraction
-        for split, given in (("train", train_files), ("val", val_files), ("test", test_files)):
-            if given is not None:
-                files[split] = [p if os.path.isabs(p) or data_root is None else os.path.join(data_root, p)
-                                for p in ([given] if isinstance(given, str) else given)]
-        if val_files is not None or files["val"]:
-            fraction = 0.0
-        if val_fraction is not None:
-            fraction = val_fraction
-        if not any(files.values()):
-            raise ValueError("no crystal files: give preset= (with data_root) or train_files/val_files/test_files")
-        if fraction > 0 and files["val"]:
-            raise ValueError("give either validation files or val_fraction > 0, not both")
-        self.files = files
-        self.val_fraction = fraction
+        self.files, self.val_fraction = _split_files(data_root or os.environ.get(DATA_ROOT_ENV) or None, preset,
+                                                     {"train": train_files, "val": val_files, "test": test_files},
+                                                     val_fraction)
         self.split_seed = split_seed
         self.root = root
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
