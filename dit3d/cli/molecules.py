@@ -120,10 +120,6 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                                           "pretrained folder (molecule, crystal or joint model)"))
 
 
-#: sampling defaults the export flags may set (unset: a .ckpt gets the generator's, a folder keeps its own)
-EXPORT_SAMPLING = ("steps", "solver", "guidance", "temperature")
-
-
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``dit3d export molecules|crystals`` (one exporter for every ADiT model)."""
     p.add_argument("checkpoint", help="ADiTLatentModule .ckpt from `dit3d fit`, or a pretrained ADiT folder to "
@@ -170,8 +166,8 @@ def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str,
 def run_export(args: argparse.Namespace) -> None:
     from dit3d.models.adit_latent import load_autoencoder
 
-    overrides = {k: getattr(args, k) for k in EXPORT_SAMPLING if getattr(args, k) is not None}
-    gen, provenance, dtype = _export_source(args.checkpoint, overrides)
+    # the sampling defaults given (unset: a .ckpt gets the generator's, a folder keeps its own)
+    gen, provenance, dtype = _export_source(args.checkpoint, flow_sampling_options(args))
     if args.autoencoder is not None:
         try:
             gen.replace_autoencoder(load_autoencoder(args.autoencoder))

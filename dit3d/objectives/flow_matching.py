@@ -234,7 +234,7 @@ class FlowMatching:
             - **output:** ``shape`` (or ``x0.shape``), the sample at :math:`t = 1`.
         """
         check_option("solver", solver, SOLVERS)
-        positive_int(steps, "steps")
+        steps = positive_int(steps, "steps")
         if not 0.0 <= t_start < 1.0:
             raise ValueError(f"t_start must lie in [0, 1), got {t_start!r}")
         x = self._initial_noise(shape, x0, mask, generator, device, temperature)
