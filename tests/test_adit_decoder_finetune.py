@@ -138,6 +138,11 @@ def test_export_with_a_fine_tuned_decoder_from_a_checkpoint_or_a_folder(stages, 
     assert proc.returncode != 0 and proc.stderr.startswith("dit3d export molecules: error:") \
         and "nope.ckpt" in proc.stderr
     assert not (tmp_path / "c").exists()
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
+    proc = run_cli("export", "molecules", stages["gen_dir"], "-o", tmp_path / "d", "--autoencoder", garbage)
+    assert proc.returncode != 0 and proc.stderr.startswith("dit3d export molecules: error: --autoencoder")
+    assert "cannot read it as a Lightning checkpoint" in proc.stderr and not (tmp_path / "d").exists()
 
 
 def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder():

@@ -172,7 +172,7 @@ def run_export(args: argparse.Namespace) -> None:
         try:
             gen.replace_autoencoder(load_autoencoder(args.autoencoder))
         except ValueError as e:
-            raise SystemExit(f"--autoencoder {args.autoencoder}: {e}") from None
+            raise ValueError(f"--autoencoder {args.autoencoder}: {e}") from None  # main adds the command
         provenance["autoencoder"] = str(args.autoencoder)
     gen.save_pretrained(args.output, extra={"provenance": {**provenance, **parse_notes(args.note)}},
                         weights_dtype=args.weights_dtype or dtype)

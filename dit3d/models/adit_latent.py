@@ -50,8 +50,11 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     else:
         if not p.is_file():
             raise FileNotFoundError(f"autoencoder {path}: no such folder or checkpoint file")
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        hp = ckpt.get("hyper_parameters", {})
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise assorted types
+            raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__})") from None
+        hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
         keys = ("hidden_size", "depth", "num_heads", "latent_dim")
         if not all(k in hp for k in keys):
             raise ValueError(f"{path}: not a stage-1 ADiT autoencoder checkpoint (hyper-parameters {sorted(hp)})")
