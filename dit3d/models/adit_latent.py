@@ -37,6 +37,18 @@ def _autoencoder_from_folder(directory: Path) -> AtomAutoencoder:
     return model
 
 
+def _read_lightning_checkpoint(path: Path) -> dict:
+    """A Lightning ``.ckpt`` read with ``weights_only=True`` (tensors and plain values, no
+    code), or a ``ValueError`` naming the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise assorted types
+        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
 def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     """Frozen autoencoder from a pretrained folder (an autoencoder's, or an ADiT generator's),
     or a stage-1 Lightning ``.ckpt`` (read with ``weights_only=True``: tensors and plain
@@ -50,11 +62,8 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     else:
         if not p.is_file():
             raise FileNotFoundError(f"autoencoder {path}: no such folder or checkpoint file")
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise assorted types
-            raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__})") from None
-        hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+        ckpt = _read_lightning_checkpoint(p)
+        hp = ckpt.get("hyper_parameters") or {}
         keys = ("hidden_size", "depth", "num_heads", "latent_dim")
         if not all(k in hp for k in keys):
             raise ValueError(f"{path}: not a stage-1 ADiT autoencoder checkpoint (hyper-parameters {sorted(hp)})")
@@ -71,12 +80,7 @@ def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
     unpickling code (``weights_only=True``) and without the stage-1 file."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise assorted types
-        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    ckpt = _read_lightning_checkpoint(Path(path))
     hp = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
     if not isinstance(hp.get("autoencoder"), dict):
         raise ValueError(f"{path}: not an ADiT stage-2 checkpoint (no autoencoder config in its hyper-parameters)")
