@@ -131,6 +131,13 @@ def test_adit_stages_train_and_sample_on_the_gpu(tmp_path):
     ae = ADiTAutoencoderModule(hidden_size=32, depth=1, num_heads=4, latent_dim=4, lr=3e-3, warmup_steps=1)
     trainer = fit_on_gpu(ae, ToyMolecules(), tmp_path)
     trainer.save_checkpoint(tmp_path / "ae.ckpt")
+    # decoder fine-tuning: the stage-1 weights load on the GPU, only the decoder side moves
+    tuned = ADiTAutoencoderModule(hidden_size=32, depth=1, num_heads=4, latent_dim=4, lr=3e-3, warmup_steps=1,
+                                  init_from=str(tmp_path / "ae.ckpt"), freeze_encoder=True, latent_noise=0.2)
+    fit_on_gpu(tuned, ToyMolecules(), tmp_path)
+    assert tuned.autoencoder.same_encoder(ae.autoencoder, rtol=0)
+    before, after = ae.autoencoder.decoder.state_dict(), tuned.autoencoder.decoder.state_dict()
+    assert any(not torch.equal(after[k].cpu(), v.cpu()) for k, v in before.items())
     latent = ADiTLatentModule(str(tmp_path / "ae.ckpt"), preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4,
                               warmup_steps=1, stats_batches=2, max_atoms=16)
     fit_on_gpu(latent, ToyMolecules(), tmp_path)
