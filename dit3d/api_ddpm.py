@@ -6,8 +6,8 @@ network, its :class:`~dit3d.objectives.GaussianDiffusion` schedule and checked s
 defaults, writes and reads pretrained folders (``config.json`` + ``model.safetensors``,
 weights under ``net.``), and checks sampling options. Subclasses add their domain: what
 the config stores besides the network and schedule, labels, and how samples are drawn
-and returned. :func:`load_lightning_checkpoint` rebuilds a trained Lightning module from a
-``.ckpt`` without unpickling code.
+and returned. Lightning checkpoints are read by :mod:`dit3d.models.checkpoint` (without
+unpickling code).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dit3d.checks import finite_float, positive_int
+from dit3d.models.checkpoint import load_lightning_checkpoint
 from dit3d.models.ddpm_generation import SAMPLERS
 from dit3d.objectives import GaussianDiffusion
 from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
@@ -29,56 +30,7 @@ __all__ = ["SAMPLING_OPTIONS", "DDPMGenerator", "load_lightning_checkpoint"]
 #: options :meth:`DDPMGenerator._options` accepts (stored defaults and per-call overrides)
 SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
 
-_M = TypeVar("_M", bound=nn.Module)
 _G = TypeVar("_G", bound="DDPMGenerator")
-
-
-def _first_line(e: Exception) -> str:
-    """``"ErrorType: first line of the message"``, cut to 200 characters, for error messages."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}" if str(e) else type(e).__name__
-
-
-def load_lightning_checkpoint(path: str | os.PathLike, module_cls: type[_M]) -> tuple[_M, dict[str, Any]]:
-    """Rebuild a trained ``module_cls`` from a Lightning ``.ckpt`` without unpickling code
-    (``torch.load(weights_only=True)``): ``module_cls(**hyper_parameters)`` (names starting
-    with ``_`` left out), then its ``state_dict`` loaded strictly.
-
-    Args:
-        path: ``.ckpt`` written by ``dit3d fit`` (or ``Trainer.save_checkpoint``).
-        module_cls: the Lightning module class the checkpoint is expected to hold.
-
-    Returns:
-        ``(module in eval mode, the whole checkpoint dict)``; the latter carries what data
-        modules and callbacks saved next to the weights.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: unreadable, not a Lightning checkpoint, or not one of ``module_cls``.
-
-    Example:
-        >>> from dit3d.models import ImageDiTModule
-        >>> load_lightning_checkpoint("missing.ckpt", ImageDiTModule)
-        Traceback (most recent call last):
-        ...
-        FileNotFoundError: missing.ckpt: no such checkpoint
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated files, non-checkpoints, pickled code
-        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({_first_line(e)})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    hp = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if not k.startswith("_")}
-    try:
-        module = module_cls(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        name = module_cls.__name__
-        article = "an" if name[:1].upper() in ("A", "E", "I", "O", "U") else "a"
-        raise ValueError(f"{path}: not {article} {name} checkpoint ({_first_line(e)})") from None
-    return module.eval(), ckpt
 
 
 class DDPMGenerator:

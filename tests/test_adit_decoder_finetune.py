@@ -73,6 +73,12 @@ def test_init_from_checks_its_source(stages):
     assert not from_folder.autoencoder.same_encoder(stages["ae"].autoencoder, rtol=0.0)  # rounded to float16
     with pytest.raises(PretrainedError, match="not an ADiT autoencoder or generator folder"):
         load_autoencoder(str(_folder_of_kind(stages["tmp"] / "other", "dit3d-shapes")))
+    # a stage-1 checkpoint whose weights do not fit its hyper-parameters: named, not a bare state_dict error
+    ckpt = torch.load(stages["tmp"] / "ae.ckpt", weights_only=True)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if "decoder" not in k}
+    torch.save(ckpt, stages["tmp"] / "cut.ckpt")
+    with pytest.raises(ValueError, match=r"cut\.ckpt: weights do not match the config \(missing \['decoder"):
+        load_autoencoder(str(stages["tmp"] / "cut.ckpt"))
 
 
 def test_a_fine_tuned_checkpoint_loads_without_its_source(stages):

@@ -9,11 +9,13 @@ from torch import Tensor
 
 from dit3d.data.qm9 import graph_values
 from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_latents
+from dit3d.models.checkpoint import load_lightning_checkpoint, read_lightning_checkpoint
 from dit3d.models.ema import ema_copy, update_ema_
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.models.resume import RNGStateMixin
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
+from dit3d.pretrained import PretrainedError, load_state_strict
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import augment
 
@@ -21,7 +23,7 @@ from dit3d.tokenizers.augment import augment
 def _autoencoder_from_folder(directory: Path) -> AtomAutoencoder:
     """An autoencoder folder (``AtomAutoencoder.save_pretrained``) or the autoencoder of an
     ADiT generator folder (weights stored as float16 come back as float32)."""
-    from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict
+    from dit3d.pretrained import load_pretrained
 
     config, weights = load_pretrained(directory)
     if config.get("kind") == AtomAutoencoder.KIND:  # AtomAutoencoder.save_pretrained's layout
@@ -37,18 +39,6 @@ def _autoencoder_from_folder(directory: Path) -> AtomAutoencoder:
     return model
 
 
-def _read_lightning_checkpoint(path: Path) -> dict:
-    """A Lightning ``.ckpt`` read with ``weights_only=True`` (tensors and plain values, no
-    code), or a ``ValueError`` naming the file."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle, zip and torch raise assorted types
-        raise ValueError(f"{path}: cannot read it as a Lightning checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    return ckpt
-
-
 def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     """Frozen autoencoder from a pretrained folder (an autoencoder's, or an ADiT generator's),
     or a stage-1 Lightning ``.ckpt`` (read with ``weights_only=True``: tensors and plain
@@ -62,7 +52,7 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     else:
         if not p.is_file():
             raise FileNotFoundError(f"autoencoder {path}: no such folder or checkpoint file")
-        ckpt = _read_lightning_checkpoint(p)
+        ckpt = read_lightning_checkpoint(p)
         hp = ckpt.get("hyper_parameters") or {}
         keys = ("hidden_size", "depth", "num_heads", "latent_dim")
         if not all(k in hp for k in keys):
@@ -70,7 +60,11 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
         lattice = {k: hp[k] for k in ("lattice_mean", "lattice_std") if hp.get(k) is not None}
         model = AtomAutoencoder(**{k: hp[k] for k in keys}, **lattice)
         prefix = "autoencoder."
-        model.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+        try:
+            load_state_strict(model, {k[len(prefix):]: v for k, v in ckpt["state_dict"].items()
+                                      if k.startswith(prefix)}, str(path))
+        except PretrainedError as e:
+            raise ValueError(str(e)) from None
     model.eval().requires_grad_(False)
     return model
 
@@ -78,18 +72,10 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
 def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
     """Rebuild a trained :class:`ADiTLatentModule` from its Lightning ``.ckpt`` without
     unpickling code (``weights_only=True``) and without the stage-1 file."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = _read_lightning_checkpoint(Path(path))
-    hp = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+    hp = read_lightning_checkpoint(path).get("hyper_parameters") or {}
     if not isinstance(hp.get("autoencoder"), dict):
         raise ValueError(f"{path}: not an ADiT stage-2 checkpoint (no autoencoder config in its hyper-parameters)")
-    try:
-        module = ADiTLatentModule(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError, KeyError) as e:
-        raise ValueError(f"{path}: not an ADiT stage-2 checkpoint ({type(e).__name__}: {e})") from None
-    return module.eval()
+    return load_lightning_checkpoint(path, ADiTLatentModule)[0]
 
 
 class ADiTLatentModule(RNGStateMixin, LightningModule):
