@@ -128,6 +128,7 @@ def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool
                       ) from None
     try:
         yield tmp
+        _fsync_tree(tmp)  # files on disk before the rename makes the folder visible
         if path.exists():
             old = _temp_name(path, "old")
             os.replace(path, old)
@@ -139,6 +140,18 @@ def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
         raise
+
+
+def _fsync_tree(folder: Path) -> None:
+    """``fsync`` every file under ``folder``, then the folders themselves (their entries)."""
+    for item in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) + [folder]:
+        if item.is_symlink():
+            continue
+        fd = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _make_parents(path: Path, make_parents: bool) -> list[Path]:

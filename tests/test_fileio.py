@@ -50,3 +50,29 @@ def test_a_failed_parent_mkdir_removes_the_parents_made_before_it(tmp_path, monk
         with atomic_directory(tmp_path / "a" / "b" / "out"):
             pass
     assert list(tmp_path.iterdir()) == []  # a/ was made, then removed when b/ failed
+
+
+def test_atomic_directory_syncs_every_file_before_the_rename(tmp_path, monkeypatch):
+    import os
+
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        synced.append(f"rename -> {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_directory(tmp_path / "tree") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "w.bin").write_bytes(b"w")
+        (tmp / "config.json").write_text("{}")
+    names = [Path(s).name if not s.startswith("rename") else s for s in synced]
+    assert names[-1] == "rename -> tree"
+    assert {"w.bin", "config.json", "sub"} <= set(names[:-1])  # files and folders synced, before the rename
+    assert names.index("w.bin") < names.index("sub")
