@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -93,3 +95,14 @@ def test_same_encoder_compares_architecture_and_encoder_weights_only():
         b.encoder.blocks[0].mlp.fc1.weight.mul_(1.01)  # the encoder may not
     assert not a.same_encoder(b)
     assert not a.same_encoder(AtomAutoencoder(hidden_size=16, depth=1, num_heads=2, latent_dim=8))
+
+
+def test_kl_matches_the_closed_form_over_real_atoms_only():
+    mean = torch.tensor([[[1.0, 0.0], [3.0, 3.0]]])  # (B=1, N=2, L=2); the second atom is padding
+    logvar = torch.tensor([[[0.0, math.log(2.0)], [5.0, 5.0]]])
+    mask = torch.tensor([[True, False]])
+    # 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2) over the real atom's two channels
+    expected = 0.5 * ((1 + 1 - 1 - 0) + (0 + 2 - 1 - math.log(2.0)))
+    assert math.isclose(AtomAutoencoder.kl(mean, logvar, mask).item(), expected, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="no True"):
+        AtomAutoencoder.kl(mean, logvar, torch.zeros(1, 2, dtype=torch.bool))

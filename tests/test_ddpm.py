@@ -1,6 +1,7 @@
 """GaussianDiffusion against closed forms: forward moments, posterior, parameterisations, samplers."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -327,6 +328,9 @@ def test_bad_inputs_raise_clear_errors():
         diffusion.training_loss(net, x0, mask=torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="steps must be an int in"):
         diffusion.ddim_sample_loop(net, (2, 3), steps=11, progress=False)
+    with pytest.raises(ValueError, match="steps must be a positive int, got 2.0"):
+        diffusion.ddim_sample_loop(net, (2, 3), steps=2.0, progress=False)
+    assert diffusion.ddim_timesteps(np.int64(3)).tolist() == diffusion.ddim_timesteps(3).tolist()  # numpy ints too
     with pytest.raises(ValueError, match="eta"):
         diffusion.ddim_sample_loop(net, (2, 3), eta=-1.0, progress=False)
     with pytest.raises(ValueError, match="noise shape"):

@@ -44,3 +44,14 @@ def test_dit_bad_inputs():
         m(torch.randn(2, 3, 4), torch.rand(2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="self_condition=False"):
         m(torch.randn(2, 3, 4), torch.rand(2), self_cond=torch.randn(2, 3, 4))
+
+
+def test_dit_adds_position_rows_and_refuses_too_many_tokens():
+    table = torch.randn(4, 96)
+    with_pos = randomize_(DiT(3, time_scale=1.0, preset="DiT-Mini", pos_embed=table))
+    without = DiT(3, time_scale=1.0, preset="DiT-Mini")
+    without.load_state_dict(with_pos.state_dict())  # the table is a non-persistent buffer
+    x, t = torch.randn(2, 3, 3), torch.zeros(2)
+    assert not torch.allclose(with_pos(x, t), without(x, t))  # rows 0-2 of the table were added
+    with pytest.raises(ValueError, match="6 tokens but pos_embed has rows for 4"):
+        with_pos(torch.randn(1, 6, 3), torch.zeros(1))

@@ -265,6 +265,8 @@ def test_sampling_can_start_at_a_later_time():
     assert min(seen) == pytest.approx(0.6) and max(seen) == pytest.approx(0.9) and len(set(seen)) == 4
     with pytest.raises(ValueError, match=r"t_start must lie in \[0, 1\)"):
         fm.sample(model, x0=x0, steps=2, progress=False, t_start=1.0)
+    with pytest.raises(ValueError, match="t_start=0.6 needs x0"):  # drawn noise belongs to t = 0
+        fm.sample(model, shape=x0.shape, steps=2, progress=False, t_start=0.6)
 
 
 def test_temperature_scales_the_drawn_noise_only():

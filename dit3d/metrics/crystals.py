@@ -146,7 +146,7 @@ def _neutral_possible(ox: Sequence[Sequence[int]], counts: Sequence[int]) -> boo
 
 
 def _neutral_and_pauling(ox: Sequence[Sequence[int]], counts: Sequence[int], eneg: Sequence[float]) -> bool:
-    """Whether some charge-neutral assignment passes SMACT's Pauling test (every cation strictly
+    r"""Whether some charge-neutral assignment passes SMACT's Pauling test (every cation strictly
     less electronegative than every anion; zero states are neither), without enumerating them.
 
     Such an assignment exists iff for some cut :math:`\tau` (minus infinity or one of the

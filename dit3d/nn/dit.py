@@ -61,6 +61,7 @@ class DiT(nn.Module):
         self.y_embed = LabelEmbedder(num_classes, D, class_dropout) if num_classes > 0 else None
         self.register_buffer("pos_embed", pos_embed, persistent=False)
         self.trunk = DiTTrunk(**cfg, out_dim=self.out_dim, **trunk_kwargs)
+        # re-initialises the trunk as well; kept, since seeded runs must replay the shipped checkpoints
         initialize_weights(self)
 
     def drop_labels(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -89,5 +90,8 @@ class DiT(nn.Module):
             raise ValueError("self_cond given but the DiT was built with self_condition=False")
         h = self.x_embed(x)  # (B, T, D)
         if self.pos_embed is not None:
+            if h.shape[1] > self.pos_embed.shape[0]:
+                raise ValueError(f"{h.shape[1]} tokens but pos_embed has rows for {self.pos_embed.shape[0]}: "
+                                 "build pos_embed for at least as many tokens as the inputs carry")
             h = h + self.pos_embed[: h.shape[1]]  # (B, T, D)
         return self.trunk(h, self.condition(t, y), mask, grid)  # (B, T, out_dim)

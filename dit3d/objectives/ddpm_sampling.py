@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from dit3d.checks import positive_int
+
 from ._utils import ModelFn, check_finite, progress_bar, randn, sample_device
 from .masking import apply_mask, validate_mask
 
@@ -76,7 +78,8 @@ class DDPMSamplingMixin:
 
     def ddim_timesteps(self, steps: int) -> Tensor:
         """``steps`` distinct timesteps evenly spaced from :math:`T-1` down to 0 (long)."""
-        if not isinstance(steps, int) or not 1 <= steps <= self.num_timesteps:
+        steps = positive_int(steps, "steps")
+        if steps > self.num_timesteps:
             raise ValueError(f"steps must be an int in [1, {self.num_timesteps}], got {steps!r}")
         # Spacing (T-1)/(steps-1) >= 1, so rounding keeps the timesteps distinct.
         return torch.linspace(self.num_timesteps - 1, 0, steps, dtype=torch.float64).round().long()

@@ -237,6 +237,9 @@ class FlowMatching:
         steps = positive_int(steps, "steps")
         if not 0.0 <= t_start < 1.0:
             raise ValueError(f"t_start must lie in [0, 1), got {t_start!r}")
+        if t_start > 0 and x0 is None:  # drawn noise is the sample at t = 0, not at t_start
+            raise ValueError(f"t_start={t_start} needs x0, a partly noised sample at that time; "
+                             "leave t_start at 0 to sample from noise")
         x = self._initial_noise(shape, x0, mask, generator, device, temperature)
         mask = validate_mask(mask, x)
         self_cond = torch.zeros_like(x) if self.self_condition_prob > 0 else None

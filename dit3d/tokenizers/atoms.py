@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from dit3d.nn import DiTTrunk, initialize_weights
+from dit3d.objectives import masked_mean
 
 #: atomic numbers 1..MAX_Z; index 0 is the [MASK] token used by denoising corruption
 MAX_Z = 100
@@ -340,4 +341,4 @@ class AtomAutoencoder(nn.Module):
     def kl(mean: Tensor, logvar: Tensor, mask: Tensor) -> Tensor:
         r"""Mean over real atoms of :math:`\mathrm{KL}(\mathcal{N}(\mu,\sigma^2)\,\|\,\mathcal{N}(0,I))`."""
         kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).sum(-1)  # (B, N)
-        return kl[mask].mean()
+        return masked_mean(kl, mask)
