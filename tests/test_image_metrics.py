@@ -162,3 +162,18 @@ def test_training_is_seeded_and_round_trips(tmp_path):
     assert loaded.info["test_accuracy"] == info["test_accuracy"]
     with pytest.raises(ValueError, match="multiple of 4"):
         DigitClassifier(image_size=10)
+
+
+def test_reference_digits_follow_the_split_the_classifier_records():
+    net = load_digit_classifier(DEFAULT_CLASSIFIER)
+    shipped_test = im.classifier_split(net, "test")[0]
+    assert torch.equal(shipped_test, real_digits("test", 16)[0])  # the shipped one used the defaults
+    net.info = {**net.info, "data": {**net.info["data"], "split_seed": 1}}
+    other = im.classifier_split(net, "test")[0]
+    assert torch.equal(other, real_digits("test", 16, "bilinear", 0.2, 1)[0])
+    assert not torch.equal(other, shipped_test)
+    # evaluate_images judges against that split too: its reference statistics change with it
+    x = real_digits("train", 16)[0][:20]
+    a = frechet_classifier_distance(x, classifier=load_digit_classifier(DEFAULT_CLASSIFIER))
+    b = frechet_classifier_distance(x, classifier=net)
+    assert a != b

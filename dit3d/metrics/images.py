@@ -56,7 +56,8 @@ import torch.nn.functional as F
 from scipy.linalg import sqrtm
 from torch import Tensor, nn
 
-__all__ = ["CLASSIFIER_KIND", "DEFAULT_CLASSIFIER", "DigitClassifier", "class_conditional_accuracy",
+__all__ = ["CLASSIFIER_KIND", "DEFAULT_CLASSIFIER", "DigitClassifier", "as_classifier", "check_labels",
+           "class_conditional_accuracy", "classifier_split",
            "classifier_features", "evaluate_images", "feature_statistics", "frechet_classifier_distance",
            "frechet_distance", "load_digit_classifier", "predict_labels", "real_digits", "save_digit_classifier",
            "train_digit_classifier"]
@@ -242,7 +243,8 @@ def load_digit_classifier(path: str | os.PathLike | None = None) -> DigitClassif
     return net.eval()
 
 
-def _classifier(classifier: DigitClassifier | str | os.PathLike | None) -> DigitClassifier:
+def as_classifier(classifier: DigitClassifier | str | os.PathLike | None) -> DigitClassifier:
+    """``classifier`` itself, or the one loaded from its folder (``None``: the shipped one)."""
     return classifier if isinstance(classifier, nn.Module) else load_digit_classifier(classifier)
 
 
@@ -263,7 +265,7 @@ def _images(images: ImageArray, net: DigitClassifier, name: str = "images") -> T
 def classifier_features(images: ImageArray, classifier: DigitClassifier | str | os.PathLike | None = None,
                         batch_size: int = 512) -> np.ndarray:
     """Penultimate features ``(n, feature_dim)`` float64 of ``(n, C, S, S)`` images in ``[-1, 1]``."""
-    net = _classifier(classifier)
+    net = as_classifier(classifier)
     x = _images(images, net)
     return torch.cat([net.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
 
@@ -272,12 +274,13 @@ def classifier_features(images: ImageArray, classifier: DigitClassifier | str | 
 def predict_labels(images: ImageArray, classifier: DigitClassifier | str | os.PathLike | None = None,
                    batch_size: int = 512) -> np.ndarray:
     """Arg-max class ``(n,)`` int64 of each image."""
-    net = _classifier(classifier)
+    net = as_classifier(classifier)
     x = _images(images, net)
     return torch.cat([net(x[i:i + batch_size]).argmax(-1) for i in range(0, len(x), batch_size)]).numpy()
 
 
-def _labels(labels: ImageArray | Sequence[int], n: int, num_classes: int) -> np.ndarray:
+def check_labels(labels: ImageArray | Sequence[int], n: int, num_classes: int) -> np.ndarray:
+    """``labels`` as ``(n,)`` int64 class indices in ``[0, num_classes)``, or a ``ValueError`` saying what is off."""
     y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels)
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels must be ({n},) integers, one per image, got {y.shape} {y.dtype}")
@@ -295,9 +298,9 @@ def class_conditional_accuracy(images: ImageArray, labels: ImageArray | Sequence
         labels: ``(n,)`` the class each image was generated for.
         classifier: a :class:`DigitClassifier`, a folder, or ``None`` for the shipped one.
     """
-    net = _classifier(classifier)
+    net = as_classifier(classifier)
     pred = predict_labels(images, net)
-    return float((pred == _labels(labels, len(pred), net.config["num_classes"])).mean())
+    return float((pred == check_labels(labels, len(pred), net.config["num_classes"])).mean())
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -356,16 +359,25 @@ def frechet_classifier_distance(images: ImageArray, reference: ImageArray | None
     See :func:`frechet_distance`. Biased upwards for small ``n``: compare with the value
     for as many real digits (:func:`evaluate_images` reports it).
     """
-    net = _classifier(classifier)
-    ref = real_digits("test", net.config["image_size"])[0] if reference is None else reference
+    net = as_classifier(classifier)
+    ref = classifier_split(net, "test")[0] if reference is None else reference
     return frechet_distance(*feature_statistics(classifier_features(images, net)),
                             *feature_statistics(classifier_features(ref, net)))
 
 
-def _real_like(labels: np.ndarray, image_size: int, seed: int) -> Tensor:
+def classifier_split(net: DigitClassifier, split: str) -> tuple[Tensor, Tensor]:
+    """:func:`real_digits` of ``split`` as ``net`` was trained and tested on: the image size,
+    resize, test fraction and split seed its ``info["data"]`` records (the defaults for a
+    classifier saved without them), so a classifier is never judged on its own training digits."""
+    data = getattr(net, "info", {}).get("data", {})
+    return real_digits(split, net.config["image_size"], data.get("resize", "bilinear"),
+                       data.get("test_fraction", 0.2), data.get("split_seed", 0))
+
+
+def _real_like(labels: np.ndarray, net: DigitClassifier, seed: int) -> Tensor:
     """Real **train** digits with the same class counts as ``labels`` (seeded, without
     replacement within a class as long as the class has enough images)."""
-    x, y = real_digits("train", image_size)
+    x, y = classifier_split(net, "train")
     rng = np.random.default_rng(seed)
     picks = np.empty(len(labels), dtype=np.int64)
     for c in np.unique(labels):
@@ -392,15 +404,15 @@ def evaluate_images(images: ImageArray, labels: ImageArray | Sequence[int],
         and ``protocol`` (metric definitions, classifier folder and accuracy, sample count,
         seed, versions).
     """
-    net = _classifier(classifier)
+    net = as_classifier(classifier)
     x = _images(images, net)
-    y = _labels(labels, len(x), net.config["num_classes"])
+    y = check_labels(labels, len(x), net.config["num_classes"])
     if len(x) < 2:
         raise ValueError("need at least 2 images for a covariance; sample more")
     pred = predict_labels(x, net)
-    test_x, _ = real_digits("test", net.config["image_size"])
+    test_x, _ = classifier_split(net, "test")
     ref_stats = feature_statistics(classifier_features(test_x, net))
-    real = _real_like(y, net.config["image_size"], seed)
+    real = _real_like(y, net, seed)
     info = getattr(net, "info", {})
     result = {
         "class_accuracy": round(float((pred == y).mean()), 4),

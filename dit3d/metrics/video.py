@@ -171,11 +171,11 @@ def digit_accuracy(clips: Tensor | np.ndarray, labels: Tensor | np.ndarray, fram
     Shapes:
         clips: ``(n, 1, F, H, W)``; labels: ``(n,)`` int; frames: ``(n, F)`` bool -> float
     """
-    from dit3d.metrics.images import _classifier, _labels, predict_labels
+    from dit3d.metrics.images import as_classifier, check_labels, predict_labels
 
-    net = _classifier(classifier)
+    net = as_classifier(classifier)
     crops = digit_crops(clips, net.image_shape[-1])  # (n, F, 1, s, s)
-    y = _labels(labels, crops.shape[0], net.config["num_classes"])  # (n,), checked
+    y = check_labels(labels, crops.shape[0], net.config["num_classes"])  # (n,), checked
     chosen = np.asarray(frames.cpu() if isinstance(frames, Tensor) else frames, dtype=bool)
     if chosen.shape != crops.shape[:2]:
         raise ValueError(f"frames must be (n, F) = {crops.shape[:2]} bool, got {chosen.shape}")
@@ -217,9 +217,9 @@ def digit_realism(clips: Tensor | np.ndarray, reference: Tensor | np.ndarray, cl
     """
     import torch
 
-    from dit3d.metrics.images import _classifier, classifier_features, feature_statistics, frechet_distance
+    from dit3d.metrics.images import as_classifier, classifier_features, feature_statistics, frechet_distance
 
-    net = _classifier(classifier)
+    net = as_classifier(classifier)
     size = net.image_shape[-1]
     crops = digit_crops(clips, size)  # (n, F, 1, s, s)
     n, F = crops.shape[:2]
