@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 #: the flow-matching ODE solvers (``dit3d.objectives.flow_matching.SOLVERS``), spelled out so
@@ -102,3 +104,33 @@ def fit_provenance(checkpoint: str, notes: dict[str, str]) -> dict[str, Any]:
     data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     return {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step"),
             "data": data or None, **notes}
+
+
+def report(result: dict[str, Any], out: str | Path | None) -> None:
+    """Print ``result`` as one JSON line (what every ``dit3d evaluate`` prints); with ``out``
+    also write that line there, atomically."""
+    from dit3d.fileio import atomic_output
+
+    line = json.dumps(result, default=str)
+    print(line)
+    if out:
+        with atomic_output(out) as tmp:
+            Path(tmp).write_text(line + "\n")
+
+
+def write_npy(path: str | Path, array: Any) -> None:
+    """``np.save`` of ``array`` to ``path``, atomically (no pickled objects)."""
+    import numpy as np
+
+    from dit3d.fileio import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def write_json(path: str | Path, record: dict[str, Any]) -> None:
+    """An indented JSON record (a sampling sidecar) to ``path``, atomically."""
+    from dit3d.fileio import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")

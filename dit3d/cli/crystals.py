@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from dit3d.cli.common import add_flow_sampling_args, apply_int8, flow_sampling_options, positive_int
+from dit3d.cli.common import add_flow_sampling_args, apply_int8, flow_sampling_options, positive_int, report
 
 INPUTS = "a folder of .cif files, a .cif file, an .extxyz file or a CDVAE .csv/.csv.gz"
 
@@ -92,7 +91,6 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from dit3d.fileio import atomic_write
     from dit3d.metrics.crystals_fingerprints import (CompositionScaler, MissingExtraError, check_extras,
                                                      default_cache_dir)
     from dit3d.metrics.crystals_io import load_crystals
@@ -121,7 +119,4 @@ def run_evaluate(args: argparse.Namespace) -> None:
                                    progress=False if args.no_progress else None)
     except MissingExtraError as err:
         raise SystemExit(f"dit3d evaluate crystals: error: {err}") from None
-    line = json.dumps(result, default=str)
-    print(line)
-    if args.out:
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(line + "\n"))
+    report(result, args.out)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
-                               fit_provenance, parse_notes, positive_int, sampling_overrides)
+                              fit_provenance, parse_notes, positive_int, report, sampling_overrides, write_json,
+                              write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -92,20 +93,6 @@ def write_grid(path: str | Path, images: np.ndarray, per_row: int | None = None,
     return Path(path)
 
 
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    from dit3d.fileio import atomic_output
-
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
-
-
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    from dit3d.fileio import atomic_output
-
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-
-
 def sidecars(samples: str | Path) -> tuple[Path, Path]:
     """``(<stem>_labels.npy, <stem>_sampling.json)`` beside a samples ``.npy``."""
     p = Path(samples)
@@ -145,9 +132,9 @@ def run_sample(args: argparse.Namespace) -> None:
         write_grid(out, images, args.per_row, args.scale)
     else:
         labels_path, record_path = sidecars(out)
-        _write_npy(out, images)
-        _write_npy(labels_path, np.asarray(labels, dtype=np.int64))
-        _write_json(record_path, {**record, "class_names": gen.class_names, "labels_file": labels_path.name,
+        write_npy(out, images)
+        write_npy(labels_path, np.asarray(labels, dtype=np.int64))
+        write_json(record_path, {**record, "class_names": gen.class_names, "labels_file": labels_path.name,
                                   "versions": _versions()})
     print(f"wrote {args.n} images to {out} in {record['seconds']:.1f} s", file=sys.stderr)
 
@@ -239,12 +226,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
     result = evaluate_images(images, labels, classifier, seed=args.seed)
     result["protocol"].update(source)
     result["protocol"]["sampling"] = sampling
-    line = json.dumps(result)
-    print(line)
+    report(result, out)
     if out is not None:
-        with_png = out.with_name(out.stem + "_grid.png")
-        _write_json(out, result)
-        write_grid(with_png, images[:100], per_row=_grid_row(labels[:100]))
+        write_grid(out.with_name(out.stem + "_grid.png"), images[:100], per_row=_grid_row(labels[:100]))
 
 
 def _grid_row(labels: np.ndarray) -> int | None:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes,
-                              positive_int)
+                              positive_int, report)
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +65,7 @@ def _train_smiles(spec: str) -> list[str] | None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from dit3d.chem.io import atomic_output, read_molecules
+    from dit3d.chem.io import read_molecules
     from dit3d.metrics import evaluate_molecules
 
     if args.out and Path(args.out).is_dir():  # fail before the scoring, not after
@@ -77,11 +76,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
     result = evaluate_molecules(records, protocol=args.protocol, train_smiles=_train_smiles(args.train_smiles))
     result["protocol"]["input"] = str(args.path)
     result["protocol"]["train_smiles"] = args.train_smiles
-    line = json.dumps(result, default=str)
-    print(line)
+    report(result, args.out)
     if args.out:
-        with atomic_output(args.out) as tmp:
-            Path(tmp).write_text(line + "\n")
         out = Path(args.out)
         depict_grid(records, out.with_name(out.stem + "_grid.png"))
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
-                               parse_notes, positive_int, sampling_overrides)
+                              parse_notes, positive_int, report, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -143,7 +142,6 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     from dit3d.data.pointcloud_io import read_pointclouds, write_renders
-    from dit3d.fileio import atomic_output
     from dit3d.metrics.pointclouds import evaluate_pointclouds
 
     out = Path(args.out) if args.out else None
@@ -159,12 +157,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
                                   progress=args.progress, emd_convention=args.emd_convention, device=args.device)
     result["protocol"]["samples"] = str(args.samples)
     result["protocol"]["references"] = str(args.reference)
-    line = json.dumps(result)
-    print(line)
+    report(result, out)
     if out is None:
         return
-    with atomic_output(out) as tmp:
-        tmp.write_text(line + "\n")
     n = args.renders
     shown = list(samples[:n]) + list(references[:n])
     titles = [f"sample {i}" for i in range(min(n, len(samples)))] + [

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
-                               fit_provenance, parse_notes, positive_int, sampling_overrides)
+                              fit_provenance, parse_notes, positive_int, report, sampling_overrides, write_json,
+                              write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".gif", ".npy")
 TASKS = ("unconditional", "predict", "backward", "interpolate", "complete")
@@ -106,20 +106,6 @@ def _run(gen: Any, task: str, n: int, args: argparse.Namespace, digit: Any = Non
     return clips.numpy().astype(np.float32), known, None if truth is None else truth.numpy(), record
 
 
-def _write(path: Path, array: np.ndarray) -> None:
-    from dit3d.fileio import atomic_output
-
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
-
-
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    from dit3d.fileio import atomic_output
-
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-
-
 def _check_out(out: Path, suffixes: tuple[str, ...]) -> None:
     if out.suffix.lower() not in suffixes:
         raise SystemExit(f"{out}: output must end in {', '.join(suffixes)}")
@@ -170,11 +156,11 @@ def run_sample(args: argparse.Namespace) -> None:
     elif suffix == ".gif":
         write_gif(out, clips, scale=args.scale)
     else:
-        _write(out, clips)
-        _write(out.with_name(out.stem + "_known.npy"), known)
+        write_npy(out, clips)
+        write_npy(out.with_name(out.stem + "_known.npy"), known)
         if truth is not None:
-            _write(out.with_name(out.stem + "_truth.npy"), truth.astype(np.float32))
-        _write_json(out.with_name(out.stem + "_sampling.json"), record)
+            write_npy(out.with_name(out.stem + "_truth.npy"), truth.astype(np.float32))
+        write_json(out.with_name(out.stem + "_sampling.json"), record)
     said = "" if digit is None else f", digit {digit}" if isinstance(digit, int) else f", digits {digit}"
     print(f"wrote {args.n} clips ({args.task}{said}) to {out} in {record['seconds']:.1f} s", file=sys.stderr)
 
@@ -358,10 +344,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         result["tasks"][task] = scores
         records.append(record)
     result["protocol"] = _evaluation_protocol(gen, args, records)
-    line = json.dumps(result)
-    print(line)
-    if out is not None:
-        _write_json(out, result)
+    report(result, out)
 
 
 # --------------------------------------------------------------------------- export
