@@ -48,6 +48,14 @@ def test_small_valid_molecules(protocol):
     r = evaluate_molecules(GOOD, protocol=protocol)
     assert r["atom_stability"] == r["mol_stability"] == r["validity"] == r["uniqueness"] == 1.0
     assert r["novelty"] is None and r["counts"]["valid"] == 4 and r["counts"]["atoms"] == 18
+    assert r["counts"]["odd_electron"] == 0
+
+
+def test_odd_electron_compositions_are_counted_and_never_valid():
+    # the methyl radical CH3 (9 electrons) and PENTAVALENT_C's CH5 (11): no closed-shell structure exists
+    r = evaluate_molecules([WATER, METHYL, PENTAVALENT_C], protocol="adit")
+    assert r["counts"]["odd_electron"] == 2 and r["validity"] == 1 / 3
+    assert "radicals" in r["protocol"]["counts.odd_electron"]
 
 
 def test_broken_radical_and_pentavalent_molecules():

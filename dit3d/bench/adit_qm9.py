@@ -13,7 +13,9 @@
   DiT's attention and MLP layers in int8 (:meth:`~dit3d.api.MoleculeGenerator.quantize_int8`).
 - quality of the shipped checkpoint on ``num_samples`` molecules (seed 0) under both
   protocols; top-level ``validity`` and ``uniqueness`` are the ADiT protocol's,
-  ``mol_stability`` the EDM protocol's.
+  ``mol_stability`` the EDM protocol's; ``odd_electron``, the share of samples whose
+  composition has an odd electron count (radicals as neutral molecules: never valid,
+  none in QM9), tells composition failures from geometry failures.
 """
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ def quality(gen, num_samples: int) -> dict[str, Any]:
     adit = evaluate_molecules(arrays, "adit", train)
     pick = ("atom_stability", "mol_stability", "validity", "uniqueness", "novelty")
     return {"validity": adit["validity"], "mol_stability": edm["mol_stability"], "uniqueness": adit["uniqueness"],
-            "edm": {k: edm[k] for k in pick}, "adit": {k: adit[k] for k in pick}, "num_samples": num_samples}
+            "edm": {k: edm[k] for k in pick}, "adit": {k: adit[k] for k in pick}, "num_samples": num_samples,
+            "odd_electron": edm["counts"]["odd_electron"] / num_samples}
 
 
 def run(quick: bool = False, checkpoint: str = "adit-qm9-cpu") -> dict[str, Any]:

@@ -186,8 +186,9 @@ def evaluate_molecules(molecules: Iterable[Any] | str | os.PathLike, protocol: s
     Returns:
         ``atom_stability``, ``mol_stability``, ``validity``, ``uniqueness``, ``novelty``
         (None without ``train_smiles``), ``valid_and_unique`` (unique over all samples, EDM's
-        "V*U"), ``posebusters`` (ADiT, or None), ``counts`` and ``protocol`` (how each number
-        was computed, sample count, package versions).
+        "V*U"), ``posebusters`` (ADiT, or None), ``counts`` (among them ``odd_electron``:
+        compositions that cannot be a closed-shell neutral molecule) and ``protocol`` (how
+        each number was computed, sample count, package versions).
 
     Raises:
         MoleculeFileError: an unreadable file (see :func:`~dit3d.chem.read_molecules`).
@@ -200,7 +201,8 @@ def evaluate_molecules(molecules: Iterable[Any] | str | os.PathLike, protocol: s
     if isinstance(molecules, (str, os.PathLike)):
         molecules = read_molecules(Path(molecules))
     c = dict.fromkeys(["molecules", "atoms", "stable_atoms", "stable_molecules", "valid", "unique", "novel",
-                       "nonfinite_or_empty", "multi_fragment_valid", "train_smiles", "train_smiles_unparsed"], 0)
+                       "nonfinite_or_empty", "multi_fragment_valid", "odd_electron", "train_smiles",
+                       "train_smiles_unparsed"], 0)
     valid_smiles: list[str] = []
     valid_mols: list[Chem.Mol] = []
     for i, item in enumerate(molecules):
@@ -243,6 +245,7 @@ def _score_one(arrays: tuple[np.ndarray, np.ndarray], protocol: str, counts: dic
     z, pos = arrays
     counts["molecules"] += 1
     counts["atoms"] += len(z)
+    counts["odd_electron"] += int(z.sum()) % 2
     if len(z) == 0 or not np.isfinite(pos).all():
         counts["nonfinite_or_empty"] += 1
         return None
@@ -285,5 +288,8 @@ def _protocol(protocol: str, n: int, posebusters_note: str) -> dict[str, Any]:
         "uniqueness": "distinct SMILES / valid molecules",
         "novelty": "distinct SMILES not among the training SMILES / distinct SMILES",
         "posebusters": posebusters_note,
+        "counts.odd_electron": ("molecules whose atomic numbers sum to an odd number: as neutral molecules they are "
+                                "radicals, so no bond assignment satisfies every valence (QM9 has none); a diagnostic "
+                                "of the generated compositions, part of neither protocol"),
         "versions": _versions(),
     }
