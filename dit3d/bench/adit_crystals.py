@@ -42,6 +42,7 @@ METRICS = ("struct_validity", "comp_validity", "validity", "cov_recall", "cov_pr
 
 
 def crystal_data_root() -> Path:
+    """The crystal data folder (``$DIT3D_CRYSTAL_DATA`` or ``../shared/data/crystals``); exits if missing."""
     root = Path(os.environ.get("DIT3D_CRYSTAL_DATA", "../shared/data/crystals")).expanduser()
     if not (root / "mp_20_pilot").is_dir():
         raise SystemExit(f"adit-crystals needs the CDVAE CSV folders (mp_20_pilot/, mp_20_biternary/, eval_sets/) "
@@ -64,6 +65,7 @@ def mixed_batch(root: Path, size: int = 64, seed: int = 0) -> Batch:
 
 
 def crystal_metrics(gen, root: Path, num_samples: int) -> dict[str, Any]:
+    """CDVAE metrics of ``num_samples`` crystals from ``gen`` against the 200-row MP-20 reference."""
     from dit3d.data import dev_split_files
     from dit3d.metrics.crystals import evaluate_crystals
     from dit3d.metrics.crystals_fingerprints import default_cache_dir
@@ -86,6 +88,7 @@ def crystal_metrics(gen, root: Path, num_samples: int) -> dict[str, Any]:
 
 
 def molecule_regression(joint, num_samples: int, baseline: str = "adit-qm9-cpu") -> dict[str, Any]:
+    """QM9 validity and stability of the joint model's molecules beside the molecule-only ``baseline``."""
     from dit3d.api import MoleculeGenerator
 
     ours = quality(joint, num_samples)
@@ -98,6 +101,7 @@ def molecule_regression(joint, num_samples: int, baseline: str = "adit-qm9-cpu")
 
 
 def run(quick: bool = False, checkpoint: str = "adit-joint-cpu") -> dict[str, Any]:
+    """Time joint ADiT train steps and crystal sampling, score crystals and molecules; returns the JSON record."""
     from dit3d.api import CrystalGenerator, MoleculeGenerator
 
     root = crystal_data_root()

@@ -35,6 +35,7 @@ REFERENCE = {"train_step_s_2_threads": 8.1, "train_step_s_1_thread": 11.9, "deno
 
 
 def make_module(preset: str, window: bool, depth: int | None, resolution: int):
+    """A seeded ``DiT3DModule`` (``window``: the paper's window-attention blocks), no trainer attached."""
     from dit3d.models import PAPER_WINDOW_BLOCKS, DiT3DModule
     from dit3d.models.dit3d_net import dit3d_preset
     from dit3d.nn import preset_config
@@ -89,6 +90,7 @@ def int8_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int,
 def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_points: int = 2048,
         sample_steps: int = 100, eta: float = 1.0, depth: int | None = None, resolution: int = 32,
         cache_interval: int = 2) -> dict[str, Any]:
+    """Time DiT-3D train/denoise steps and DDIM sampling (window, cached, int8); returns the JSON record."""
     repeats = 1 if quick else 3
     g = torch.Generator().manual_seed(0)
     points = torch.randn(batch, num_points, 3, generator=g)  # random clouds: only shapes matter for speed

@@ -63,6 +63,7 @@ def measure(module, batch: int, repeats: int, warmup: int) -> dict[str, float]:
 
 def run(quick: bool = False, preset: str = "DiT-Img-S/2", batch: int = 64, image_size: int = 32,
         in_channels: int = 3) -> dict[str, Any]:
+    """Time the image DiT's train step and MFU, and the CPU config's; returns the JSON record."""
     repeats, warmup = (1, 1) if quick else (3, 1)
     peak = matmul_peak_gflops()
     big = measure(make_module(preset, image_size, in_channels), batch, repeats, warmup)

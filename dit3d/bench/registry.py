@@ -33,6 +33,7 @@ def environment() -> dict[str, Any]:
 
 
 def run_benchmark(name: str, **kwargs: Any) -> dict[str, Any]:
+    """Run benchmark ``name`` with ``kwargs``: its record, after the name and before the environment."""
     if name not in BENCHMARKS:
         raise SystemExit(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
     module, func = BENCHMARKS[name].split(":")
@@ -41,4 +42,5 @@ def run_benchmark(name: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def to_json_line(result: dict[str, Any]) -> str:
+    """``result`` as one JSON line, keys in their order."""
     return json.dumps(result, sort_keys=False)

@@ -78,6 +78,7 @@ def _timed(workload: str, case: str, timeout_s: float) -> float | None:
 
 
 def run(quick: bool = False, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Time the workloads under each thread setting, quiet and beside a busy process; returns the JSON record."""
     result: dict[str, Any] = {"cores": os.cpu_count(), "timeout_s": timeout_s,
                               "default_threads": os.environ.get("OMP_NUM_THREADS", "unset (one per core)")}
     workloads = ("small",) if quick else WORKLOADS

@@ -26,6 +26,7 @@ def qm9_like_batch(batch: int = 64, low: int = 18, high: int = 29, width: int = 
 
 
 def make_step(trunk, x, c, mask, grid):
+    """A train-step closure for ``trunk``: forward, masked MSE to a fixed random target, backward, AdamW."""
     opt = torch.optim.AdamW(trunk.parameters(), lr=1e-4, fused=True)  # one kernel, not ~10 passes
     target = torch.randn(*x.shape[:2], trunk.out_dim)
     weight = (mask if mask is not None else torch.ones(x.shape[:2], dtype=torch.bool)).float()[..., None]
@@ -41,6 +42,7 @@ def make_step(trunk, x, c, mask, grid):
 
 
 def measure(preset: str, x, c, mask, grid, repeats: int, **trunk_kw: Any) -> dict[str, float]:
+    """Median seconds, tokens per second and counted GFLOPs of one train step of a fresh ``preset`` trunk."""
     torch.manual_seed(0)
     trunk = build_trunk(preset, check_inputs=False, **trunk_kw)
     step = make_step(trunk, x, c, mask, grid)
@@ -51,6 +53,7 @@ def measure(preset: str, x, c, mask, grid, repeats: int, **trunk_kw: Any) -> dic
 
 
 def run(quick: bool = False, preset: str = "DiT-S") -> dict[str, Any]:
+    """Time DiT-S train steps on QM9-like and 512-token batches (global, window) and MFU; returns the JSON record."""
     repeats = 2 if quick else 5
     cfg = preset_config(preset)
     width = cfg["hidden_size"]

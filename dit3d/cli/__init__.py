@@ -30,6 +30,7 @@ def lightning_main(argv: list[str]) -> None:
 
 
 def presets_main() -> None:
+    """Run ``dit3d presets``: print each trunk preset's depth, width and number of heads."""
     from dit3d.nn import PRESETS
 
     for name, cfg in PRESETS.items():
@@ -37,6 +38,7 @@ def presets_main() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``dit3d`` parser: Lightning stubs, ``presets``, ``bench`` and the domains of each verb."""
     from dit3d import __version__
 
     parser = argparse.ArgumentParser(prog="dit3d", description=__doc__,
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run ``dit3d``: Lightning subcommands go to LightningCLI; the rest run here, errors exit with a message."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in LIGHTNING_COMMANDS:
         lightning_main(argv)

@@ -12,6 +12,7 @@ SOLVER_CHOICES = ("euler", "heun")
 
 
 def positive_int(text: str) -> int:
+    """``argparse`` type for counts: ``text`` as an int of at least 1, else an ``ArgumentTypeError``."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")

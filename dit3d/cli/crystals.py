@@ -13,6 +13,7 @@ INPUTS = "a folder of .cif files, a .cif file, an .extxyz file or a CDVAE .csv/.
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d sample crystals``: checkpoint, count, output, space group and sampling options."""
     p = sub.add_parser("crystals", help="sample crystals to extxyz or CIF",
                        description="Sample crystals from an ADiT crystal or joint model. The output is an .extxyz "
                                    "file (all frames), a .cif file (one data block each) or, for a path without "
@@ -29,6 +30,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    """Run ``dit3d sample crystals``: draw crystals, write those with a possible cell to extxyz/CIF/folder."""
     from dit3d.api_crystals import CrystalGenerator
     from dit3d.chem.crystals import write_cif, write_cif_dir, write_extxyz
 
@@ -58,6 +60,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d export crystals``: the same arguments and exporter as ``dit3d export molecules``."""
     p = sub.add_parser("crystals", help="turn a stage-2 ADiT Lightning checkpoint into a pretrained folder",
                        description="Same as `dit3d export molecules`: the folder's kind (adit-molecules, "
                                    "adit-crystals or adit-joint) follows the systems the model was trained on.")
@@ -67,6 +70,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d evaluate crystals``: generated/reference/train sets and the CDVAE protocol options."""
     p = sub.add_parser(
         "crystals", help="score generated crystals under the CDVAE / DiffCSP protocol",
         description="Score generated crystals against a reference set (CDVAE / DiffCSP protocol): structural and "
@@ -91,6 +95,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    """Run ``dit3d evaluate crystals``: read the sets, score them (CDVAE protocol), print one JSON line."""
     from dit3d.metrics.crystals_fingerprints import (CompositionScaler, MissingExtraError, check_extras,
                                                      default_cache_dir)
     from dit3d.metrics.crystals_io import load_crystals

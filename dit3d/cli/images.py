@@ -103,6 +103,7 @@ def sidecars(samples: str | Path) -> tuple[Path, Path]:
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d sample image``: count, label, output (.png grid or .npy) and sampling options."""
     p = sub.add_parser("image", help="sample class-conditional images to a PNG grid or .npy",
                        description="Draw images from an image-DiT pretrained folder (guided DDIM by default). "
                                    ".png: one grid, a row after another (--per-row). .npy: an (n, C, H, W) float32 "
@@ -119,6 +120,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    """Run ``dit3d sample image``: draw images to a PNG grid, or an ``.npy`` with labels and sampling sidecars."""
     out = Path(args.output)
     if out.suffix.lower() not in SAMPLE_SUFFIXES:
         raise SystemExit(f"{out}: output must end in .png or .npy")
@@ -143,6 +145,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d evaluate image``: a samples ``.npy`` or ``--per-class`` sampling, classifier, ``--out``."""
     p = sub.add_parser("image", help="score generated digits: class accuracy, Frechet classifier distance",
                        description="Class-conditional accuracy and the Frechet distance in the dit3d digit "
                                    "classifier's features (NOT FID; dit3d.metrics.images) against the real test "
@@ -218,6 +221,7 @@ def _draw_per_class(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, A
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    """Run ``dit3d evaluate image``: score read or drawn digits, print one JSON line (``--out``: a PNG grid too)."""
     from dit3d.metrics.images import evaluate_images, load_digit_classifier
 
     out = _check_evaluate_args(args)
@@ -255,6 +259,7 @@ def _versions() -> dict[str, str]:
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d export image``: the DDPM export arguments plus a default ``--guidance``."""
     p = sub.add_parser("image", help="turn an image-DiT Lightning checkpoint into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the class names and default sampling "
                                    "options; the provenance records the checkpoint, its epoch and step, the data "
@@ -266,6 +271,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    """Run ``dit3d export image``: turn an ``ImageDiTModule`` checkpoint into a pretrained folder."""
     from dit3d.api_images import ImageGenerator, load_image_dit_checkpoint
 
     notes = parse_notes(args.note)

@@ -12,6 +12,7 @@ from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, apply_int8
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d sample molecules``: checkpoint, count, output file and sampling options."""
     p = sub.add_parser("molecules", help="sample molecules to SDF or XYZ")
     p.add_argument("--checkpoint", default="adit-qm9-cpu", help="pretrained folder or shipped name")
     p.add_argument("-n", type=positive_int, default=100, help="number of molecules")
@@ -22,6 +23,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    """Run ``dit3d sample molecules``: draw molecules and write them atomically to the SDF/XYZ output."""
     from dit3d.api import MoleculeGenerator
     from dit3d.chem.io import write_sdf, write_xyz
 
@@ -41,6 +43,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d evaluate molecules``: input file, protocol, training SMILES and ``--out``."""
     p = sub.add_parser("molecules", help="score an SDF or XYZ file of molecules")
     p.add_argument("path", help="generated molecules (.sdf or .xyz)")
     p.add_argument("--protocol", choices=("edm", "adit"), default="edm")
@@ -65,6 +68,7 @@ def _train_smiles(spec: str) -> list[str] | None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    """Run ``dit3d evaluate molecules``: score an SDF/XYZ file, print one JSON line (``--out``: a PNG grid too)."""
     from dit3d.chem.io import read_molecules
     from dit3d.metrics import evaluate_molecules
 
@@ -112,6 +116,7 @@ def _depictable(rec):
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d export molecules``: the arguments of :func:`add_export_arguments`."""
     add_export_arguments(sub.add_parser("molecules", help="turn a stage-2 ADiT Lightning checkpoint into a "
                                                           "pretrained folder (molecule, crystal or joint model)"))
 
@@ -160,6 +165,7 @@ def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str,
 
 
 def run_export(args: argparse.Namespace) -> None:
+    """Run ``dit3d export molecules|crystals``: save a stage-2 ``.ckpt`` or ADiT folder as a pretrained folder."""
     from dit3d.models.adit_latent import load_autoencoder
 
     # the sampling defaults given (unset: a .ckpt gets the generator's, a folder keeps its own)

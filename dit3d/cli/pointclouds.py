@@ -18,6 +18,7 @@ def _category(text: str) -> str | int:
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d sample pointclouds``: checkpoint, count, output, points, category and sampling options."""
     p = sub.add_parser("pointclouds", help="sample point clouds to .npy or .ply",
                        description="Draw clouds from a DiT-3D pretrained folder, in the data frame of its training "
                                    "set. .npy holds all clouds as one (n, N, 3) float32 array; .ply holds one cloud, "
@@ -51,6 +52,7 @@ def ply_paths(out: Path, n: int) -> list[Path]:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    """Run ``dit3d sample pointclouds``: draw clouds to one ``.npy``, or one ``.ply`` per cloud (all or none)."""
     import time
 
     from dit3d.api_shapes import ShapeGenerator
@@ -86,6 +88,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d export pointclouds``: the DDPM export arguments plus default guidance and cache interval."""
     p = sub.add_parser("pointclouds", help="turn a DiT-3D Lightning checkpoint into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the data normalisation and category "
                                    "names saved by PointCloudDataModule, and default sampling options.")
@@ -97,6 +100,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    """Run ``dit3d export pointclouds``: turn a ``DiT3DModule`` checkpoint into a pretrained folder."""
     from dit3d.api_shapes import ShapeGenerator, load_dit3d_checkpoint
 
     notes = parse_notes(args.note)
@@ -114,6 +118,7 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d evaluate pointclouds``: samples, references and the PointFlow protocol options."""
     p = sub.add_parser("pointclouds", help="score generated point clouds against references (PointFlow protocol)",
                        description="MMD, COV and 1-NNA under Chamfer distance and EMD (PointFlow / PVD / LION / "
                                    "DiT-3D definitions); prints one JSON line whose 'protocol' records how.")
@@ -141,6 +146,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    """Run ``dit3d evaluate pointclouds``: print MMD/COV/1-NNA as one JSON line (``--out``: a PNG of renders too)."""
     from dit3d.data.pointcloud_io import read_pointclouds, write_renders
     from dit3d.metrics.pointclouds import evaluate_pointclouds
 
@@ -184,6 +190,7 @@ def _check_memory(args: argparse.Namespace, samples, references) -> None:
 
 
 def add_convert(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d convert shapes``: voxel-grid source, PC15k root, category, split and meshing options."""
     p = sub.add_parser("shapes", help="voxel grids (.npy/.npy.gz/.binvox) -> surface point clouds, PC15k layout",
                        description="Mesh each occupancy grid, sample 15,000 surface points (y up, unit bounding-box "
                                    "diagonal, seeded) and write ROOT/<synset>/{train,val,test}/<id>.npy with a "
@@ -205,6 +212,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> None:
+    """Run ``dit3d convert shapes``: voxel grids to PC15k surface point clouds; print the split counts."""
     from dit3d.data.shapes import convert_shapes
 
     try:

@@ -117,6 +117,7 @@ def _check_out(out: Path, suffixes: tuple[str, ...]) -> None:
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d sample video``: task, count, output (.png, .gif or .npy), digits and sampling options."""
     p = sub.add_parser("video", help="generate clips or complete held-out ones, to a PNG strip, GIF or .npy",
                        description="Run one task of a video-DiT pretrained folder (DDIM by default): unconditional "
                                    "clips, or predict (future frames), backward (past frames), interpolate (middle "
@@ -138,6 +139,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> None:
+    """Run ``dit3d sample video``: run one task, write a PNG strip, a GIF, or an ``.npy`` with its sidecars."""
     from dit3d.api_video import write_gif, write_strip
 
     out = Path(args.output)
@@ -169,6 +171,7 @@ def run_sample(args: argparse.Namespace) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d evaluate video``: tasks, clips per task, digit options, ``--out`` and sampling options."""
     p = sub.add_parser("video", help="per-task MSE/PSNR of completed held-out clips against the ground truth",
                        description="For each task, complete -n held-out moving-digits clips (digits the model never "
                                    "saw) and score the generated pixels against the ground truth: MSE and PSNR on "
@@ -325,6 +328,7 @@ def _evaluation_protocol(gen: Any, args: argparse.Namespace, records: list[dict[
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    """Run ``dit3d evaluate video``: score each task, print one JSON line (``--out``: PNG strips per task too)."""
     out = Path(args.out) if args.out else None
     if out is not None:
         _check_out(out, (".json",))
@@ -351,6 +355,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
+    """Register ``dit3d export video``: the DDPM export arguments plus a default ``--guidance``."""
     p = sub.add_parser("video", help="turn a video-DiT Lightning checkpoint into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the moving-digits settings of the "
                                    "training data and default sampling options; the provenance records the "
@@ -364,6 +369,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    """Run ``dit3d export video``: turn a ``VideoDiTModule`` checkpoint into a pretrained folder."""
     from dit3d.api_video import VideoGenerator, data_settings, load_video_dit_checkpoint
 
     notes = parse_notes(args.note)
