@@ -143,7 +143,7 @@ def atomic_directory(path: PathLike, overwrite: bool = False, make_parents: bool
 
 
 def _fsync_tree(folder: Path) -> None:
-    """``fsync`` every file under ``folder``, then the folders themselves (their entries)."""
+    """``fsync`` every file and folder under ``folder`` (deepest first), then ``folder`` itself."""
     for item in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)) + [folder]:
         if item.is_symlink():
             continue

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-__all__ = ["first_line", "load_lightning_checkpoint", "read_lightning_checkpoint"]
+__all__ = ["first_line", "load_lightning_checkpoint", "module_from_checkpoint", "read_lightning_checkpoint"]
 
 _M = TypeVar("_M", bound=nn.Module)
 
@@ -66,6 +66,13 @@ def load_lightning_checkpoint(path: str | os.PathLike, module_cls: type[_M]) -> 
         FileNotFoundError: missing.ckpt: no such checkpoint
     """
     ckpt = read_lightning_checkpoint(path)
+    return module_from_checkpoint(ckpt, module_cls, str(path)), ckpt
+
+
+def module_from_checkpoint(ckpt: dict[str, Any], module_cls: type[_M], where: str) -> _M:
+    """``module_cls(**hyper_parameters)`` with the ``state_dict`` of a checkpoint dict already
+    read (:func:`read_lightning_checkpoint`), in eval mode; a ``ValueError`` naming ``where``
+    when it is not one of ``module_cls``."""
     hp = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
     try:
         module = module_cls(**hp)
@@ -73,5 +80,5 @@ def load_lightning_checkpoint(path: str | os.PathLike, module_cls: type[_M]) -> 
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
         name = module_cls.__name__
         article = "an" if name[:1].upper() in ("A", "E", "I", "O", "U") else "a"
-        raise ValueError(f"{path}: not {article} {name} checkpoint ({first_line(e)})") from None
-    return module.eval(), ckpt
+        raise ValueError(f"{where}: not {article} {name} checkpoint ({first_line(e)})") from None
+    return module.eval()
