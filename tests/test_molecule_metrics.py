@@ -51,10 +51,12 @@ def test_small_valid_molecules(protocol):
     assert r["counts"]["odd_electron"] == 0
 
 
-def test_odd_electron_compositions_are_counted_and_never_valid():
+def test_odd_electron_compositions_are_counted_never_stable_and_not_adit_valid():
     # the methyl radical CH3 (9 electrons) and PENTAVALENT_C's CH5 (11): no closed-shell structure exists
     r = evaluate_molecules([WATER, METHYL, PENTAVALENT_C], protocol="adit")
-    assert r["counts"]["odd_electron"] == 2 and r["validity"] == 1 / 3
+    assert r["counts"]["odd_electron"] == 2 and r["validity"] == 1 / 3 and r["mol_stability"] == 1 / 3
+    edm = evaluate_molecules([WATER, METHYL, PENTAVALENT_C], protocol="edm")
+    assert edm["counts"]["odd_electron"] == 2 and edm["mol_stability"] == 1 / 3  # EDM validity adds implicit H
     assert "radicals" in r["protocol"]["counts.odd_electron"]
 
 

@@ -14,8 +14,9 @@
 - quality of the shipped checkpoint on ``num_samples`` molecules (seed 0) under both
   protocols; top-level ``validity`` and ``uniqueness`` are the ADiT protocol's,
   ``mol_stability`` the EDM protocol's; ``odd_electron``, the share of samples whose
-  composition has an odd electron count (radicals as neutral molecules: never valid,
-  none in QM9), tells composition failures from geometry failures.
+  composition has an odd electron count (radicals as neutral molecules: never stable, never
+  valid under the ADiT protocol, none in QM9), tells composition failures from geometry
+  failures.
 """
 from __future__ import annotations
 
