@@ -4,11 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dit3d.checks import finite_float
 from dit3d.data.qm9 import graph_values
 from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_latents
 from dit3d.models.checkpoint import module_from_checkpoint, read_lightning_checkpoint
@@ -81,7 +79,7 @@ def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
 
 
 class ADiTLatentModule(RNGStateMixin, LightningModule):
-    r"""Flow matching on per-atom latents of a frozen :class:`AtomAutoencoder`.
+    """Flow matching on per-atom latents of a frozen :class:`AtomAutoencoder`.
 
     Training encodes randomly rotated systems (molecules centred, crystals also randomly
     translated with periodic wrap: :func:`~dit3d.tokenizers.augment.augment`) with the posterior mean,
@@ -116,13 +114,6 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         spacegroup_conditioning: condition crystals on their space group as well.
         spacegroup_dropout: probability of dropping a crystal's space group (to "any
             crystal") in training, when ``spacegroup_conditioning``.
-        type_loss_weight: weight :math:`\lambda` of a decoder-aware atom-type loss added to
-            the flow-matching loss (0: plain ADiT). The network's clean-latent estimate
-            :math:`\hat z_1(x_t, t)` goes through the frozen decoder and is scored by
-            :math:`\lambda\, \mathbb{E}[\, t \cdot \mathrm{CE}(\mathrm{types}(\hat z_1), \mathrm{types})]`
-            over real atoms (weighted by :math:`t`: near noise the types are not yet
-            knowable), because the plain MSE weighs the few latent directions that decide an
-            atom's element like all others, and a sample is lost when any atom's element is.
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
@@ -130,15 +121,13 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  prediction: str = "velocity", time_sampling: str = "uniform", self_condition_prob: float = 0.5,
                  lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
                  max_atoms: int = 64, ema_decay: float = 0.999, spacegroup_conditioning: bool = False,
-                 spacegroup_dropout: float = 0.2, type_loss_weight: float = 0.0) -> None:
+                 spacegroup_dropout: float = 0.2) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
         self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
         if not 0.0 <= spacegroup_dropout <= 1.0:
             raise ValueError(f"spacegroup_dropout must lie in [0, 1], got {spacegroup_dropout!r}")
-        # a plain float: a numpy scalar in hparams would make the checkpoint unreadable with weights_only
-        self.hparams["type_loss_weight"] = finite_float(type_loss_weight, "type_loss_weight")
         latent = self.autoencoder.latent_dim
         num_classes = 2 + NUM_SPACEGROUPS if spacegroup_conditioning else 2
         self.dit = DiT(latent, time_scale=1000.0, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
@@ -218,34 +207,9 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         atoms = augment(Atoms.from_pyg(batch))
         z = self.encode(atoms)  # (B, N, L)
         y = self.dit.drop_labels(self.labels(atoms, drop_spacegroup=True))  # once: both self-conditioning calls see the same labels
-        if self.hparams.type_loss_weight == 0:
-            loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=y)
-        else:
-            seen: dict[str, Tensor] = {}
-
-            def recorded(x: Tensor, t: Tensor, **kwargs) -> Tensor:  # keeps the last call: the one with gradients
-                seen.update(x=x, t=t, out=self.dit(x, t, **kwargs))
-                return seen["out"]
-
-            loss = self.flow.training_loss(recorded, z, mask=atoms.mask, y=y)
-            type_loss = self.type_loss(seen["x"], seen["t"], seen["out"], atoms)
-            self.log("train/type_loss", type_loss, batch_size=z.shape[0])
-            loss = loss + self.hparams.type_loss_weight * type_loss
+        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=y)
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
-
-    def type_loss(self, x_t: Tensor, t: Tensor, out: Tensor, atoms: Atoms) -> Tensor:
-        """:math:`t`-weighted cross-entropy of the frozen decoder's atom types from the
-        network's clean-latent estimate (see ``type_loss_weight``).
-
-        Shapes:
-            x_t, out: ``(B, N, L)`` standardised; t: ``(B,)`` -> scalar
-        """
-        m = atoms.mask
-        z1 = self.flow.to_x1(x_t, t, out) * self.latent_std + self.latent_mean  # (B, N, L)
-        logits = self.autoencoder.decode(z1 * m[..., None], m, atoms.dataset_idx)["type_logits"]  # (B, N, Z+1)
-        ce = F.cross_entropy(logits[m], atoms.atom_types[m], reduction="none")  # (atoms,)
-        return (ce * t[:, None].expand_as(m)[m]).mean()
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
