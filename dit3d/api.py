@@ -42,15 +42,17 @@ class MoleculeGenerator(ADiTGenerator):
 
     # -------------------------------------------------------------- sampling
     @torch.no_grad()
-    def sample_arrays(self, n: int, seed: int | None = None, **options: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    def sample_arrays(self, n: int, seed: int | None = None, progress: bool = False,
+                      **options: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         """``n`` molecules as ``(atomic_numbers (N,), positions (N, 3) Angstrom)`` pairs.
 
         The same ``seed`` gives the same molecules; ``None`` draws a fresh seed without
-        touching torch's global random state. Options override the stored defaults:
-        ``steps``, ``solver``, ``guidance``, ``batch_size``, ``temperature`` (scale of the initial
-        noise; below 1 trades diversity for validity).
+        touching torch's global random state. ``progress`` shows a bar counting molecules.
+        Options override the stored defaults: ``steps``, ``solver``, ``guidance``,
+        ``batch_size``, ``temperature`` (scale of the initial noise; below 1 trades diversity
+        for validity).
         """
-        batches = self._latent_batches(n, seed, options)  # checks the arguments
+        batches = self._latent_batches(n, seed, options, progress=progress)  # checks the arguments
         results: list[Any] = [None] * n
         for chunk, counts, z, mask in batches:
             types, pos = decode_atoms(self.autoencoder, z, mask, MOLECULE)
@@ -59,7 +61,7 @@ class MoleculeGenerator(ADiTGenerator):
                 results[i] = (types[b, :k].numpy(), pos[b, :k].numpy())
         return results
 
-    def sample(self, n: int, seed: int | None = None, **options: Any) -> list[Chem.Mol]:
+    def sample(self, n: int, seed: int | None = None, progress: bool = False, **options: Any) -> list[Chem.Mol]:
         """``n`` RDKit Mols with 3D conformers and bonds perceived by RDKit
         (``rdDetermineBonds``). Molecules that cannot be made chemically valid come back
         unsanitised, with whatever bonds could be perceived (connectivity only, or none
@@ -68,7 +70,7 @@ class MoleculeGenerator(ADiTGenerator):
         from dit3d.chem.bonds import BOND_PERCEPTION_PROP, bare_mol, mol_from_coords
 
         mols = []
-        for z, pos in self.sample_arrays(n, seed, **options):
+        for z, pos in self.sample_arrays(n, seed, progress, **options):
             mol = mol_from_coords(z, pos, method="rdkit")
             if mol is None:  # RDKit could not even place bonds: keep the atoms
                 mol = bare_mol(z, pos)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from dit3d.checks import finite_float, positive_int
 from dit3d.models.adit_sampling import adit_label, sample_latents
@@ -207,28 +208,31 @@ class ADiTGenerator:
         check_option("solver", opts["solver"], SOLVERS)
         return opts
 
-    def _latent_batches(self, n: int, seed: int | None, options: dict[str, Any],
-                        spacegroup: int | None = None) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
+    def _latent_batches(self, n: int, seed: int | None, options: dict[str, Any], spacegroup: int | None = None,
+                        progress: bool = False) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
         """Draw ``n`` atom counts from this kind's histogram and yield mini-batches of
         ``(sample indices, counts (b,), latents (b, N, L), mask (b, N))``; counts are
         sorted first so each batch pads little. One ``torch.Generator`` seeded by ``seed``
         drives every draw, so a seed fixes the samples (``None``: a fresh seed). Bad
-        arguments raise here, before any sampling."""
+        arguments raise here, before any sampling. ``progress``: a tqdm bar counting systems."""
         opts = self._options(n, options)
         label = adit_label(self.SYSTEM, spacegroup, self.spacegroup_conditioning)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
-        return self._iter_batches(n, seed, opts, label)
+        return self._iter_batches(n, seed, opts, label, progress)
 
     @torch.no_grad()
-    def _iter_batches(self, n: int, seed: int | None, opts: dict[str, Any],
-                      label: int) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
+    def _iter_batches(self, n: int, seed: int | None, opts: dict[str, Any], label: int,
+                      progress: bool) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
         g = torch.Generator().manual_seed(seed if seed is not None else torch.Generator().seed())
         counts = torch.multinomial(self.atom_count_hist[self.SYSTEM], n, replacement=True, generator=g)  # (n,)
         order = torch.argsort(counts, stable=True)  # similar sizes share a batch: little padding
         self.autoencoder.eval()
-        for chunk in order.split(opts["batch_size"]):
-            z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
-                                     opts["steps"], opts["solver"], opts["guidance"], g,
-                                     temperature=opts["temperature"])
-            yield chunk.tolist(), counts[chunk], z, mask
+        with tqdm(total=n, desc=f"sampling {KIND_NAMES[self.SYSTEM]}s", unit=KIND_NAMES[self.SYSTEM],
+                  disable=not progress, leave=False) as bar:
+            for chunk in order.split(opts["batch_size"]):
+                z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
+                                         opts["steps"], opts["solver"], opts["guidance"], g,
+                                         temperature=opts["temperature"])
+                bar.update(len(chunk))
+                yield chunk.tolist(), counts[chunk], z, mask

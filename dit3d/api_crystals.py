@@ -40,7 +40,7 @@ class CrystalGenerator(ADiTGenerator):
     SYSTEM = CRYSTAL
 
     @torch.no_grad()
-    def sample_arrays(self, n: int, seed: int | None = None, spacegroup: int | None = None,
+    def sample_arrays(self, n: int, seed: int | None = None, spacegroup: int | None = None, progress: bool = False,
                       **options: Any) -> list[CrystalRecord]:
         """``n`` crystals as decoded, in the shared representation (NumPy, float64).
 
@@ -50,6 +50,7 @@ class CrystalGenerator(ADiTGenerator):
                 without touching torch's global random state.
             spacegroup: guide towards this space group (1..230); only for models trained
                 with ``spacegroup_conditioning``.
+            progress: a progress bar counting crystals.
             **options: override the stored defaults: ``steps``, ``solver``, ``guidance``,
                 ``batch_size``, ``temperature`` (scale of the initial noise; below 1 trades
                 diversity for validity).
@@ -58,7 +59,7 @@ class CrystalGenerator(ADiTGenerator):
             each record: ``atomic_numbers (N,)``, ``frac_coords (N, 3)``, ``lengths (3,)``
             Angstrom, ``angles (3,)`` degrees.
         """
-        batches = self._latent_batches(n, seed, options, spacegroup)  # checks the arguments
+        batches = self._latent_batches(n, seed, options, spacegroup, progress)  # checks the arguments
         records: list[Any] = [None] * n
         for chunk, counts, z, mask in batches:
             out = {k: v.cpu() for k, v in decode_crystals(self.autoencoder, z, mask).items()}
@@ -67,14 +68,15 @@ class CrystalGenerator(ADiTGenerator):
                                            out["lengths"][b].double().numpy(), out["angles"][b].double().numpy())
         return records
 
-    def sample_set(self, n: int, seed: int | None = None, spacegroup: int | None = None, **options: Any):
+    def sample_set(self, n: int, seed: int | None = None, spacegroup: int | None = None, progress: bool = False,
+                   **options: Any):
         """``n`` crystals as a :class:`~dit3d.metrics.crystals_io.CrystalSet`: the
         structures that could be built, and one failure (index and reason) per impossible
         cell, so :func:`~dit3d.metrics.evaluate_crystals` counts all ``n``."""
         from dit3d.metrics.crystals_io import CrystalSet
 
         out = CrystalSet([], [], source=f"{type(self).__name__}.sample_set(n={n}, seed={seed})")
-        for i, rec in enumerate(self.sample_arrays(n, seed, spacegroup, **options)):
+        for i, rec in enumerate(self.sample_arrays(n, seed, spacegroup, progress, **options)):
             try:
                 out.structures.append(structure_from_arrays(*rec))
                 out.labels.append(f"sample {i}")
@@ -82,11 +84,12 @@ class CrystalGenerator(ADiTGenerator):
                 out.failures.append({"where": f"sample {i}", "reason": str(err)})
         return out
 
-    def sample(self, n: int, seed: int | None = None, spacegroup: int | None = None, **options: Any) -> list:
+    def sample(self, n: int, seed: int | None = None, spacegroup: int | None = None, progress: bool = False,
+               **options: Any) -> list:
         """Up to ``n`` pymatgen ``Structure`` s (lattice from its parameters: a along x,
         b in the xy plane); crystals whose decoded cell is impossible are dropped with a
         warning (use :meth:`sample_set` to keep count of them). Arguments as :meth:`sample_arrays`."""
-        result = self.sample_set(n, seed, spacegroup, **options)
+        result = self.sample_set(n, seed, spacegroup, progress, **options)
         if result.failures:
             warnings.warn(f"{len(result.failures)} of {n} sampled crystals had impossible cells and were dropped "
                           f"(first: {result.failures[0]['reason']}); sample_set() keeps count of them", stacklevel=2)

@@ -108,7 +108,7 @@ def test_checkpoint_rebuilds_without_stage1_file(trained):
         load_latent_checkpoint(trained["tmp"] / "nope.ckpt")
 
 
-def test_generator_round_trip_and_seeds(trained):
+def test_generator_round_trip_and_seeds(trained, capsys):
     gen = MoleculeGenerator.from_pretrained(trained["gen_dir"])
     a = gen.sample_arrays(6, seed=3)
     b = gen.sample_arrays(6, seed=3)
@@ -123,6 +123,12 @@ def test_generator_round_trip_and_seeds(trained):
     torch.manual_seed(123)
     gen.sample_arrays(2)  # no seed: fresh draws, but the user's global RNG is left alone
     assert torch.equal(torch.rand(3), expected)
+    capsys.readouterr()
+    quiet = gen.sample_arrays(6, seed=3, batch_size=4)
+    assert capsys.readouterr().err == ""
+    shown = gen.sample_arrays(6, seed=3, progress=True, batch_size=4)  # a bar counting molecules, same samples
+    assert all((zq == zs).all() and (pq == ps).all() for (zq, pq), (zs, ps) in zip(quiet, shown))
+    assert "sampling molecules:" in capsys.readouterr().err
     mols = gen.sample(3, seed=0)
     assert len(mols) == 3 and all(isinstance(m, Chem.Mol) and m.GetNumConformers() == 1 for m in mols)
     with pytest.raises(ValueError, match="positive"):

@@ -70,9 +70,11 @@ def test_crystal_records_are_wrapped_and_seeded(joint_dir):
     assert any(not np.array_equal(x.lengths, y.lengths) for x, y in zip(a, c))
 
 
-def test_sample_builds_structures_and_ase_atoms(joint_dir):
+def test_sample_builds_structures_and_ase_atoms(joint_dir, capsys):
     gen = CrystalGenerator.from_pretrained(joint_dir)
     records = gen.sample_arrays(4, seed=1)
+    shown = gen.sample_set(4, seed=1, progress=True)  # a bar counting crystals; the same crystals
+    assert "sampling crystals:" in capsys.readouterr().err and len(shown.structures) + len(shown.failures) == 4
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a random decoder may produce an impossible cell
         structures = gen.sample(4, seed=1)

@@ -26,6 +26,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacegroup", type=int, help="space group 1..230 (models trained with space groups only)")
     add_flow_sampling_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sample)
 
 
@@ -45,7 +46,8 @@ def run_sample(args: argparse.Namespace) -> None:
     gen = apply_int8(CrystalGenerator.from_pretrained(args.checkpoint), args)
     options = flow_sampling_options(args)
     start = time.perf_counter()
-    result = gen.sample_set(args.n, seed=args.seed, spacegroup=args.spacegroup, **options)
+    result = gen.sample_set(args.n, seed=args.seed, spacegroup=args.spacegroup, progress=not args.no_progress,
+                            **options)
     if not result.structures:
         raise SystemExit(f"none of the {args.n} sampled crystals has a possible cell "
                          f"(first: {result.failures[0]['reason']}); nothing written")

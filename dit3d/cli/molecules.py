@@ -18,6 +18,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=positive_int, default=100, help="number of molecules")
     p.add_argument("-o", "--output", required=True, help="output file (.sdf or .xyz)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_flow_sampling_args(p)
     p.set_defaults(run=run_sample)
 
@@ -36,9 +37,9 @@ def run_sample(args: argparse.Namespace) -> None:
     options = flow_sampling_options(args)
     start = time.perf_counter()
     if out.suffix.lower() == ".sdf":
-        write_sdf(out, gen.sample(args.n, seed=args.seed, **options))
+        write_sdf(out, gen.sample(args.n, seed=args.seed, progress=not args.no_progress, **options))
     else:
-        write_xyz(out, gen.sample_arrays(args.n, seed=args.seed, **options))
+        write_xyz(out, gen.sample_arrays(args.n, seed=args.seed, progress=not args.no_progress, **options))
     print(f"wrote {args.n} molecules to {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
