@@ -82,3 +82,62 @@ def test_image_benchmark_tiny_preset_and_cpu_config_matches_yaml():
                           "in_channels": model["in_channels"], "batch": data["batch_size"],
                           "num_classes": model["num_classes"], "class_dropout": model["class_dropout"],
                           "ema_decay": model["ema_decay"]}
+
+
+def test_bench_options_reach_only_benchmarks_that_take_them(capsys):
+    from dit3d.bench.__main__ import main
+    from dit3d.bench.registry import benchmark_parameters
+
+    assert {"checkpoints", "seeds", "num_samples"} <= benchmark_parameters("adit-crystals-compare")
+    with pytest.raises(SystemExit):
+        main(["trunk", "--checkpoint", "adit-joint-cpu", "--seeds", "0"])
+    assert "benchmark trunk takes no --checkpoint, --seeds" in capsys.readouterr().err
+    from dit3d.cli import main as dit3d_main
+
+    with pytest.raises(SystemExit):  # `dit3d bench` hands every option on
+        dit3d_main(["bench", "trunk", "--num-samples", "5"])
+    assert "benchmark trunk takes no --num-samples" in capsys.readouterr().err
+
+
+def test_crystal_comparison_scores_every_model_on_every_seed_and_averages(monkeypatch):
+    from dit3d.bench import adit_crystals
+
+    calls = []
+    monkeypatch.setattr(adit_crystals, "crystal_data_root", lambda: "root")
+    monkeypatch.setattr(adit_crystals, "reference_sets", lambda root: calls.append("sets") or ("ref", "train"))
+
+    class FakeGenerator:
+        sampling = {"steps": 25}
+
+        def __init__(self, name):
+            self.name = name
+
+    monkeypatch.setattr("dit3d.api.CrystalGenerator.from_pretrained", FakeGenerator)
+
+    def metrics(gen, root, n, seed, sets):  # a stand-in for sampling + CDVAE metrics: value = model + seed
+        calls.append((gen.name, seed, n, sets))
+        value = {"a": 0.5, "b": 0.7}[gen.name] + 0.1 * seed
+        return {**dict.fromkeys(adit_crystals.METRICS, value), "impossible_cells": seed,
+                "protocol": {"seed": seed, "num_samples": n}}
+
+    monkeypatch.setattr(adit_crystals, "crystal_metrics", metrics)
+    result = adit_crystals.compare(checkpoints=("a", "b"), seeds=(0, 1), num_samples=7)
+    assert calls[0] == "sets" and calls.count("sets") == 1  # one reference for all runs
+    assert [c[:3] for c in calls[1:]] == [("a", 0, 7), ("a", 1, 7), ("b", 0, 7), ("b", 1, 7)]
+    assert all(c[3] == ("ref", "train") for c in calls[1:])
+    assert result["models"]["a"]["mean"]["comp_validity"] == 0.55 and result["models"]["b"]["mean"]["validity"] == 0.75
+    assert result["models"]["b"]["per_seed"]["1"]["impossible_cells"] == 1
+    assert result["protocol"] == {"num_samples": 7} and result["seeds"] == [0, 1]
+
+
+@pytest.mark.slow
+def test_crystal_comparison_cli_on_the_shipped_model():
+    proc = subprocess.run([sys.executable, "-m", "dit3d.bench", "adit-crystals-compare", "--quick",
+                           "--checkpoint", "adit-joint-cpu", "--seeds", "0", "1"],
+                          capture_output=True, text=True, timeout=3600)
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and len(lines) == 1, proc.stderr[-2000:]
+    model = json.loads(lines[0])["models"]["adit-joint-cpu"]
+    assert set(model["per_seed"]) == {"0", "1"}
+    per_seed = [model["per_seed"][s]["comp_validity"] for s in ("0", "1")]
+    assert model["mean"]["comp_validity"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)

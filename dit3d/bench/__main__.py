@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from dit3d.bench.registry import BENCHMARKS, run_benchmark, to_json_line
+from dit3d.bench.registry import BENCHMARKS, benchmark_parameters, run_benchmark, to_json_line
+
+
+#: keyword argument of a benchmark -> the option that sets it
+OPTIONS = {"checkpoints": "--checkpoint", "seeds": "--seeds", "num_samples": "--num-samples"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -11,8 +15,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dit3d.bench", description=__doc__)
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke test, noisy numbers)")
+    parser.add_argument("--checkpoint", action="append", dest="checkpoints", metavar="PATH_OR_NAME",
+                        help="a model to score (repeat to compare several; adit-crystals-compare)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (adit-crystals-compare)")
+    parser.add_argument("--num-samples", type=int, help="samples per model and seed (adit-crystals-compare)")
     args = parser.parse_args(argv)
-    print(to_json_line(run_benchmark(args.name, quick=args.quick)), flush=True)
+    extra = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    refused = sorted(set(extra) - benchmark_parameters(args.name))
+    if refused:
+        parser.error(f"benchmark {args.name} takes no {', '.join(OPTIONS[k] for k in refused)}")
+    print(to_json_line(run_benchmark(args.name, quick=args.quick, **extra)), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -64,24 +65,34 @@ def mixed_batch(root: Path, size: int = 64, seed: int = 0) -> Batch:
                                 [shared_fields(xtals[i]) for i in pick(xtals)])
 
 
-def crystal_metrics(gen, root: Path, num_samples: int) -> dict[str, Any]:
-    """CDVAE metrics of ``num_samples`` crystals from ``gen`` against the 200-row MP-20 reference."""
+def reference_sets(root: Path) -> tuple[Any, Any]:
+    """``(reference, train)``: the 200-row MP-20 test reference and the ``mp20-dev`` training
+    crystals (novelty), as :class:`~dit3d.metrics.crystals_io.CrystalSet` s."""
     from dit3d.data import dev_split_files
-    from dit3d.metrics.crystals import evaluate_crystals
-    from dit3d.metrics.crystals_fingerprints import default_cache_dir
     from dit3d.metrics.crystals_io import CrystalSet, load_crystals
 
-    generated = gen.sample_set(num_samples, seed=0)
     train = CrystalSet([], [], source="mp20-dev train")
     for path in dev_split_files("mp20-dev", root)["train"]:
         part = load_crystals(path)
         train.structures += part.structures
         train.labels += part.labels
-    result = evaluate_crystals(generated, load_crystals(root / REFERENCE), train, cutoffs="mp20",
-                               cache_dir=str(default_cache_dir()), progress=False)
+    return load_crystals(root / REFERENCE), train
+
+
+def crystal_metrics(gen, root: Path, num_samples: int, seed: int = 0, sets: tuple[Any, Any] | None = None
+                    ) -> dict[str, Any]:
+    """CDVAE metrics of ``num_samples`` crystals from ``gen`` (drawn with ``seed``) against the
+    200-row MP-20 reference; ``sets`` reuses :func:`reference_sets` across calls."""
+    from dit3d.metrics.crystals import evaluate_crystals
+    from dit3d.metrics.crystals_fingerprints import default_cache_dir
+
+    reference, train = sets or reference_sets(root)
+    generated = gen.sample_set(num_samples, seed=seed)
+    result = evaluate_crystals(generated, reference, train, cutoffs="mp20", cache_dir=str(default_cache_dir()),
+                               progress=False)
     out = {k: result[k] for k in METRICS}
     out["impossible_cells"] = len(generated.failures)
-    out["protocol"] = {**result["protocol"], "num_samples": num_samples, "seed": 0, "reference": REFERENCE,
+    out["protocol"] = {**result["protocol"], "num_samples": num_samples, "seed": seed, "reference": REFERENCE,
                        "train": "mp20-dev train (mp_20_pilot/train + mp_20_biternary/val)",
                        "note": "development split and sample size, not the published MP-20 protocol"}
     return out
@@ -119,3 +130,31 @@ def run(quick: bool = False, checkpoint: str = "adit-joint-cpu") -> dict[str, An
     result["published_mp20"] = PUBLISHED_MP20
     result["molecules"] = molecule_regression(MoleculeGenerator.from_pretrained(checkpoint), 100 if quick else 500)
     return result
+
+
+def compare(quick: bool = False, checkpoints: Sequence[str] = ("adit-joint-cpu",), seeds: Sequence[int] = (0, 1),
+            num_samples: int = 500) -> dict[str, Any]:
+    """``python -m dit3d.bench adit-crystals-compare --checkpoint A --checkpoint B --seeds 0 1``:
+    crystal metrics of each checkpoint for each seed, side by side on the same reference and
+    seeds, with the mean over seeds (metrics move by a few points between seeds at 500
+    samples, so one seed cannot rank two models); returns the JSON record."""
+    from dit3d.api import CrystalGenerator
+
+    root = crystal_data_root()
+    num_samples = 100 if quick else num_samples
+    sets = reference_sets(root)
+    models: dict[str, Any] = {}
+    protocol: dict[str, Any] = {}
+    for checkpoint in checkpoints:
+        gen = CrystalGenerator.from_pretrained(checkpoint)
+        runs = {seed: crystal_metrics(gen, root, num_samples, seed, sets) for seed in seeds}
+        protocol = {k: v for k, v in next(iter(runs.values()))["protocol"].items() if k != "seed"}
+        per_seed = {str(seed): {k: r[k] for k in (*METRICS, "impossible_cells")} for seed, r in runs.items()}
+        mean = {k: _mean([r[k] for r in runs.values()]) for k in METRICS}
+        models[checkpoint] = {"mean": mean, "per_seed": per_seed, "sampling": gen.sampling}
+    return {"models": models, "seeds": list(seeds), "protocol": protocol, "published_mp20": PUBLISHED_MP20}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """Mean rounded to 4 places; ``None`` when a run had no value (e.g. nothing valid to be unique)."""
+    return None if any(v is None for v in values) else round(sum(values) / len(values), 4)

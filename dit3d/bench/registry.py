@@ -3,6 +3,7 @@ dependencies never slow another's start-up."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import platform
 from collections.abc import Callable
@@ -15,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "trunk": "dit3d.bench.trunk:run",
     "adit-qm9": "dit3d.bench.adit_qm9:run",
     "adit-crystals": "dit3d.bench.adit_crystals:run",
+    "adit-crystals-compare": "dit3d.bench.adit_crystals:compare",
     "dit3d": "dit3d.bench.dit3d:run",
     "image": "dit3d.bench.image:run",
     "video": "dit3d.bench.video:run",
@@ -32,13 +34,21 @@ def environment() -> dict[str, Any]:
     }
 
 
-def run_benchmark(name: str, **kwargs: Any) -> dict[str, Any]:
-    """Run benchmark ``name`` with ``kwargs``: its record, after the name and before the environment."""
+def _function(name: str) -> Callable[..., dict[str, Any]]:
     if name not in BENCHMARKS:
         raise SystemExit(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
     module, func = BENCHMARKS[name].split(":")
-    fn: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module), func)
-    return {"benchmark": name, **fn(**kwargs), "env": environment()}
+    return getattr(importlib.import_module(module), func)
+
+
+def benchmark_parameters(name: str) -> set[str]:
+    """The keyword arguments benchmark ``name`` takes (what its command-line options may set)."""
+    return set(inspect.signature(_function(name)).parameters)
+
+
+def run_benchmark(name: str, **kwargs: Any) -> dict[str, Any]:
+    """Run benchmark ``name`` with ``kwargs``: its record, after the name and before the environment."""
+    return {"benchmark": name, **_function(name)(**kwargs), "env": environment()}
 
 
 def to_json_line(result: dict[str, Any]) -> str:

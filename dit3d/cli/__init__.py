@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         domains = sub.add_parser(verb, help=text).add_subparsers(dest="domain", metavar="DOMAIN", required=True)
         for add in adders:
             add(domains)
-    bench = sub.add_parser("bench", help="run a benchmark and print one JSON line")
+    bench = sub.add_parser("bench", help="run a benchmark and print one JSON line (options: python -m dit3d.bench -h)")
     bench.add_argument("name")
-    bench.add_argument("--quick", action="store_true")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="--quick, --checkpoint, --seeds, --num-samples")
     return parser
 
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "bench":
         from dit3d.bench.__main__ import main as bench_main
 
-        bench_main([args.name] + (["--quick"] if args.quick else []))
+        bench_main([args.name, *args.options])
     else:
         build_parser().print_help()
         raise SystemExit(2)
