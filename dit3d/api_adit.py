@@ -11,7 +11,7 @@ import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -26,6 +26,9 @@ from dit3d.objectives.flow_matching import SOLVERS
 from dit3d.pretrained import (WEIGHTS_NAME, PretrainedError, load_pretrained, load_state_strict, resolve_pretrained,
                               save_pretrained)
 from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencoder
+
+if TYPE_CHECKING:  # only a type here
+    from dit3d.models.adit_latent import ADiTLatentModule
 
 __all__ = ["ADiTGenerator", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
 
@@ -130,7 +133,7 @@ class ADiTGenerator:
 
     # --------------------------------------------------------------- loading
     @classmethod
-    def from_lightning(cls, module, sampling: dict[str, Any] | None = None) -> ADiTGenerator:
+    def from_lightning(cls, module: ADiTLatentModule, sampling: dict[str, Any] | None = None) -> ADiTGenerator:
         """From a trained :class:`~dit3d.models.ADiTLatentModule` (its EMA network)."""
         hp = module.hparams
         flow_config = dict(prediction=hp.prediction, self_condition_prob=hp.self_condition_prob)

@@ -3,7 +3,7 @@ and extxyz, from a crystal-only or a joint molecule + crystal model."""
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -11,6 +11,9 @@ from dit3d.api_adit import ADiTGenerator
 from dit3d.chem.crystals import CrystalRecord, structure_from_arrays, structure_to_ase
 from dit3d.models.adit_sampling import decode_crystals
 from dit3d.tokenizers.atoms import CRYSTAL
+
+if TYPE_CHECKING:
+    from dit3d.metrics.crystals_io import CrystalSet
 
 __all__ = ["CrystalGenerator"]
 
@@ -69,7 +72,7 @@ class CrystalGenerator(ADiTGenerator):
         return records
 
     def sample_set(self, n: int, seed: int | None = None, spacegroup: int | None = None, progress: bool = False,
-                   **options: Any):
+                   **options: Any) -> CrystalSet:
         """``n`` crystals as a :class:`~dit3d.metrics.crystals_io.CrystalSet`: the
         structures that could be built, and one failure (index and reason) per impossible
         cell, so :func:`~dit3d.metrics.evaluate_crystals` counts all ``n``."""

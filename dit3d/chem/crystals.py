@@ -24,10 +24,13 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
+
+if TYPE_CHECKING:  # ASE is imported when a conversion runs
+    import ase
 from pymatgen.core.periodic_table import DummySpecies
 
 from dit3d.chem.io import to_atomic_numbers
@@ -212,7 +215,7 @@ def structure_from_arrays(atomic_numbers: Sequence[int] | np.ndarray, frac_coord
     return Structure(lattice, [Element.from_Z(int(a)) for a in z], frac, coords_are_cartesian=False)
 
 
-def structure_to_ase(structure: Structure):
+def structure_to_ase(structure: Structure) -> ase.Atoms:
     """ASE ``Atoms`` with the structure's cell, scaled positions and ``pbc=True``.
 
     Raises:
@@ -225,7 +228,7 @@ def structure_to_ase(structure: Structure):
                     scaled_positions=structure.frac_coords, pbc=True)
 
 
-def ase_to_structure(atoms) -> Structure:
+def ase_to_structure(atoms: ase.Atoms) -> Structure:
     """pymatgen ``Structure`` of a periodic ASE ``Atoms`` (same cell, same fractional coordinates).
 
     Raises:

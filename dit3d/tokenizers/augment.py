@@ -10,7 +10,8 @@ from torch import Tensor
 from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MOLECULE, Atoms
 
 
-def random_rotations(n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+def random_rotations(n: int, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None) -> Tensor:
     """Rotation matrices drawn from the Haar (uniform) measure on SO(3).
 
     QR of a Gaussian matrix with the signs of ``diag(R)`` moved into ``Q`` is Haar on
