@@ -113,12 +113,12 @@ class DigitClassifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate activations (after ReLU): the input of the output layer."""
-        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
-        return F.relu(self.fc(h.flatten(1)))
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, w1, S/2, S/2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # (B, w2, S/4, S/4)
+        return F.relu(self.fc(h.flatten(1)))  # (B, feature_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(x))  # (B, num_classes)
 
 
 # --------------------------------------------------------------------------- data

@@ -29,7 +29,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        h = self.act(self.fc1(x))  # (..., hidden)
+        return self.fc2(h)  # (..., D)
 
 
 class DiTBlock(nn.Module):
