@@ -95,13 +95,10 @@ def add_ddpm_export_args(p: argparse.ArgumentParser, module: str) -> None:
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
 
 
-def fit_provenance(checkpoint: str, notes: dict[str, str]) -> dict[str, Any]:
-    """Provenance of a folder exported from a ``dit3d fit`` checkpoint (one the module
-    loader has already read): the path, its epoch and step, the data module's settings
-    (``data``) and the ``--note`` values."""
-    import torch
-
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def fit_provenance(checkpoint: str, ckpt: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+    """Provenance of a folder exported from the ``dit3d fit`` checkpoint at ``checkpoint``
+    whose dict ``ckpt`` the module loader has read (``load_lightning_checkpoint``): the path,
+    its epoch and step, the data module's settings (``data``) and the ``--note`` values."""
     data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     return {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step"),
             "data": data or None, **notes}

@@ -272,14 +272,16 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     """Run ``dit3d export image``: turn an ``ImageDiTModule`` checkpoint into a pretrained folder."""
-    from dit3d.api_images import ImageGenerator, load_image_dit_checkpoint
+    from dit3d.api_images import ImageGenerator
+    from dit3d.models import ImageDiTModule
+    from dit3d.models.checkpoint import load_lightning_checkpoint
 
     notes = parse_notes(args.note)
     steps = ddpm_export_steps(args.sampler, args.steps)
-    module = load_image_dit_checkpoint(args.checkpoint)
+    module, ckpt = load_lightning_checkpoint(args.checkpoint, ImageDiTModule)
     sampling: dict[str, Any] = {"sampler": args.sampler, "steps": steps, "eta": args.eta}
     if args.guidance is not None:
         sampling["guidance"] = args.guidance
     gen = ImageGenerator.from_lightning(module, sampling=sampling)
-    gen.save_pretrained(args.output, extra={"provenance": fit_provenance(args.checkpoint, notes)})
+    gen.save_pretrained(args.output, extra={"provenance": fit_provenance(args.checkpoint, ckpt, notes)})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -370,12 +370,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     """Run ``dit3d export video``: turn a ``VideoDiTModule`` checkpoint into a pretrained folder."""
-    from dit3d.api_video import VideoGenerator, data_settings, load_video_dit_checkpoint
+    from dit3d.api_video import VideoGenerator, data_settings
+    from dit3d.models import VideoDiTModule
+    from dit3d.models.checkpoint import load_lightning_checkpoint
 
     notes = parse_notes(args.note)
     steps = ddpm_export_steps(args.sampler, args.steps)
-    module = load_video_dit_checkpoint(args.checkpoint)
-    provenance = fit_provenance(args.checkpoint, notes)
+    module, ckpt = load_lightning_checkpoint(args.checkpoint, VideoDiTModule)
+    provenance = fit_provenance(args.checkpoint, ckpt, notes)
     gen = VideoGenerator.from_lightning(module, data=data_settings(provenance["data"]),
                                         sampling={"sampler": args.sampler, "steps": steps, "eta": args.eta,
                                                   "guidance": args.guidance})
