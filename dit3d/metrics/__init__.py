@@ -15,36 +15,26 @@ from typing import Any
 
 from dit3d.metrics.molecules import ALLOWED_VALENCIES, atom_stability, canonical_smiles, evaluate_molecules
 
-_POINTCLOUD_EXPORTS = ("chamfer_distance", "earth_movers_distance", "evaluate_pointclouds", "generative_metrics",
-                       "normalize_pointclouds", "pairwise_cd", "pairwise_emd")
+#: module -> the names it exports here, imported on first use
+_LAZY_EXPORTS = {
+    "dit3d.metrics.pointclouds": ("chamfer_distance", "earth_movers_distance", "evaluate_pointclouds",
+                                  "generative_metrics", "normalize_pointclouds", "pairwise_cd", "pairwise_emd"),
+    "dit3d.metrics.pointcloud_pairwise": ("evaluation_memory_bytes",),
+    "dit3d.metrics.crystals": ("evaluate_crystals", "smact_validity", "structure_validity", "uniqueness_novelty"),
+    "dit3d.metrics.images": ("class_conditional_accuracy", "evaluate_images", "frechet_classifier_distance",
+                             "frechet_distance", "load_digit_classifier"),
+    "dit3d.metrics.video": ("copy_baseline", "masked_mse_psnr"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
 
-_PAIRWISE_EXPORTS = ("evaluation_memory_bytes",)
-
-_CRYSTAL_EXPORTS = ("evaluate_crystals", "smact_validity", "structure_validity", "uniqueness_novelty")
-
-_IMAGE_EXPORTS = ("class_conditional_accuracy", "evaluate_images", "frechet_classifier_distance", "frechet_distance",
-                  "load_digit_classifier")
-
-_VIDEO_EXPORTS = ("copy_baseline", "masked_mse_psnr")
-
-__all__ = ["ALLOWED_VALENCIES", "atom_stability", "canonical_smiles", "evaluate_molecules", *_POINTCLOUD_EXPORTS,
-           *_PAIRWISE_EXPORTS, *_CRYSTAL_EXPORTS, *_IMAGE_EXPORTS, *_VIDEO_EXPORTS]
+__all__ = ["ALLOWED_VALENCIES", "atom_stability", "canonical_smiles", "evaluate_molecules", *_MODULE_OF]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _POINTCLOUD_EXPORTS:
-        return getattr(importlib.import_module("dit3d.metrics.pointclouds"), name)
-    if name in _PAIRWISE_EXPORTS:
-        return getattr(importlib.import_module("dit3d.metrics.pointcloud_pairwise"), name)
-    if name in _CRYSTAL_EXPORTS:
-        return getattr(importlib.import_module("dit3d.metrics.crystals"), name)
-    if name in _IMAGE_EXPORTS:
-        return getattr(importlib.import_module("dit3d.metrics.images"), name)
-    if name in _VIDEO_EXPORTS:
-        return getattr(importlib.import_module("dit3d.metrics.video"), name)
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
     raise AttributeError(f"module 'dit3d.metrics' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_POINTCLOUD_EXPORTS) | set(_PAIRWISE_EXPORTS) | set(_CRYSTAL_EXPORTS) | set(_IMAGE_EXPORTS)
-                  | set(_VIDEO_EXPORTS))
+    return sorted(set(globals()) | set(__all__))
