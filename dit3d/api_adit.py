@@ -150,7 +150,13 @@ class ADiTGenerator:
         """
         directory = resolve_pretrained(path_or_name)
         accepted = tuple(kind for kinds, kind in FOLDER_KINDS.items() if cls.SYSTEM in kinds)
-        config, weights = load_pretrained(directory, accepted)
+        return cls.from_loaded(directory, *load_pretrained(directory, accepted))
+
+    @classmethod
+    def from_loaded(cls, directory: str | os.PathLike, config: dict[str, Any],
+                    weights: dict[str, Tensor]) -> ADiTGenerator:
+        """Build from the ``(config, weights)`` that :func:`~dit3d.pretrained.load_pretrained`
+        read from ``directory`` (named in errors); :meth:`from_pretrained` with the reading done."""
         missing = {"autoencoder", "dit", "flow"} - set(config)
         if missing:
             raise PretrainedError(f"{directory}: config.json lacks {sorted(missing)}; re-export the model")

@@ -147,14 +147,14 @@ def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str,
     sampling ``overrides`` applied; the provenance it carries (a folder's earlier one) and
     its weights dtype (a folder's own, else float32)."""
     from dit3d.api import CrystalGenerator, MoleculeGenerator
-    from dit3d.api_adit import trained_kinds
+    from dit3d.api_adit import FOLDER_KINDS, trained_kinds
     from dit3d.models.adit_latent import load_latent_checkpoint
     from dit3d.pretrained import load_pretrained
 
     if Path(path).is_dir():
-        config, _ = load_pretrained(path)  # names the folder and file in its errors
-        cls = CrystalGenerator if config.get("kind") == "adit-crystals" else MoleculeGenerator
-        gen = cls.from_pretrained(path).set_sampling_defaults(**overrides)  # bad overrides fail before writing
+        config, weights = load_pretrained(path, tuple(FOLDER_KINDS.values()))  # names the folder in its errors
+        cls = CrystalGenerator if config["kind"] == "adit-crystals" else MoleculeGenerator
+        gen = cls.from_loaded(path, config, weights).set_sampling_defaults(**overrides)  # bad overrides fail here
         provenance = {"source_folder": str(path), "source_provenance": config.get("provenance")}
         return gen, provenance, config.get("weights_dtype", "float32")
     module = load_latent_checkpoint(path)
