@@ -97,6 +97,17 @@ def test_bench_options_reach_only_benchmarks_that_take_them(capsys):
     with pytest.raises(SystemExit):  # `dit3d bench` hands every option on
         dit3d_main(["bench", "trunk", "--num-samples", "5"])
     assert "benchmark trunk takes no --num-samples" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="adit-crystals-compare: error: nope: neither a pretrained folder"):
+        main(["adit-crystals-compare", "--checkpoint", "nope"])  # models load before any data is read
+    with pytest.raises(SystemExit):
+        main(["adit-crystals-compare", "--num-samples", "0"])
+    assert "--num-samples: must be a positive integer, got 0" in capsys.readouterr().err
+    from dit3d.bench.adit_crystals import compare
+
+    with pytest.raises(ValueError, match="num_samples must be a positive int"):
+        compare(num_samples=0)
+    with pytest.raises(ValueError, match="at least one checkpoint and one seed"):
+        compare(seeds=())
 
 
 def test_crystal_comparison_scores_every_model_on_every_seed_and_averages(monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 
 from dit3d.bench.registry import BENCHMARKS, benchmark_parameters, run_benchmark, to_json_line
+from dit3d.cli.common import positive_int
+from dit3d.pretrained import PretrainedError
 
 
 #: keyword argument of a benchmark -> the option that sets it
@@ -18,13 +20,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", action="append", dest="checkpoints", metavar="PATH_OR_NAME",
                         help="a model to score (repeat to compare several; adit-crystals-compare)")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (adit-crystals-compare)")
-    parser.add_argument("--num-samples", type=int, help="samples per model and seed (adit-crystals-compare)")
+    parser.add_argument("--num-samples", type=positive_int, help="samples per model and seed (adit-crystals-compare)")
     args = parser.parse_args(argv)
     extra = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     refused = sorted(set(extra) - benchmark_parameters(args.name))
     if refused:
         parser.error(f"benchmark {args.name} takes no {', '.join(OPTIONS[k] for k in refused)}")
-    print(to_json_line(run_benchmark(args.name, quick=args.quick, **extra)), flush=True)
+    try:
+        result = run_benchmark(args.name, quick=args.quick, **extra)
+    except (PretrainedError, FileNotFoundError) as e:  # a model or data folder that is not there
+        raise SystemExit(f"python -m dit3d.bench {args.name}: error: {e}") from None
+    print(to_json_line(result), flush=True)
 
 
 if __name__ == "__main__":

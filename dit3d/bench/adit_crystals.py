@@ -139,14 +139,18 @@ def compare(quick: bool = False, checkpoints: Sequence[str] = ("adit-joint-cpu",
     seeds, with the mean over seeds (metrics move by a few points between seeds at 500
     samples, so one seed cannot rank two models); returns the JSON record."""
     from dit3d.api import CrystalGenerator
+    from dit3d.checks import positive_int
 
+    num_samples = 100 if quick else positive_int(num_samples, "num_samples")
+    seeds = [int(s) for s in seeds]
+    if not seeds or not checkpoints:
+        raise ValueError("give at least one checkpoint and one seed")
+    gens = {checkpoint: CrystalGenerator.from_pretrained(checkpoint) for checkpoint in checkpoints}  # fail fast
     root = crystal_data_root()
-    num_samples = 100 if quick else num_samples
     sets = reference_sets(root)
     models: dict[str, Any] = {}
     protocol: dict[str, Any] = {}
-    for checkpoint in checkpoints:
-        gen = CrystalGenerator.from_pretrained(checkpoint)
+    for checkpoint, gen in gens.items():
         runs = {seed: crystal_metrics(gen, root, num_samples, seed, sets) for seed in seeds}
         protocol = {k: v for k, v in next(iter(runs.values()))["protocol"].items() if k != "seed"}
         per_seed = {str(seed): {k: r[k] for k in (*METRICS, "impossible_cells")} for seed, r in runs.items()}
