@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from dit3d.allocator import retain_freed_memory
 from dit3d.bench.registry import BENCHMARKS, benchmark_parameters, run_benchmark, to_json_line
 from dit3d.cli.common import positive_int
 from dit3d.pretrained import PretrainedError
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (adit-crystals-compare)")
     parser.add_argument("--num-samples", type=positive_int, help="samples per model and seed (adit-crystals-compare)")
     args = parser.parse_args(argv)
+    retain_freed_memory()  # as the dit3d command does; `malloc` compares it with glibc's default
     extra = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
     refused = sorted(set(extra) - benchmark_parameters(args.name))
     if refused:

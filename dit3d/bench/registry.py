@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from dit3d.allocator import retaining_freed_memory
+
 #: benchmark name -> "module:function" returning a JSON-serialisable dict
 BENCHMARKS: dict[str, str] = {
     "trunk": "dit3d.bench.trunk:run",
@@ -21,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "image": "dit3d.bench.image:run",
     "video": "dit3d.bench.video:run",
     "threads": "dit3d.bench.threads:run",
+    "malloc": "dit3d.bench.malloc:run",
 }
 
 
@@ -31,6 +34,7 @@ def environment() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "malloc": "retain-freed" if retaining_freed_memory() else "default",
     }
 
 

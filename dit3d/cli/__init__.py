@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dit3d.allocator import retain_freed_memory
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Run ``dit3d``: Lightning subcommands go to LightningCLI; the rest run here, errors exit with a message."""
     argv = sys.argv[1:] if argv is None else argv
+    retain_freed_memory()  # this process is ours: reuse freed activations (dit3d.allocator)
     if argv and argv[0] in LIGHTNING_COMMANDS:
         lightning_main(argv)
         return
