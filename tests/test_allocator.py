@@ -63,3 +63,14 @@ def test_speedups_are_default_over_retained(monkeypatch):
     result = malloc.run(quick=True)
     assert result["dit3d_denoise_default_s"] == 3.0 and result["dit3d_denoise_retained_s"] == 2.0
     assert result["dit3d_denoise_int8_speedup"] == 1.5 and result["applied"] and "dit3d_train_speedup" not in result
+
+
+def test_the_dit3d_command_applies_it(monkeypatch, capsys):
+    from dit3d.cli import main
+
+    for name in ("DIT3D_RETAIN_FREED_MEMORY", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(allocator, "_applied", False)
+    main(["presets"])
+    assert allocator.retaining_freed_memory()
+    assert "DiT-S" in capsys.readouterr().out
