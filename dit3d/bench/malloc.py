@@ -6,7 +6,9 @@ after the other:
 
 - ``dit3d_denoise`` / ``dit3d_denoise_int8``: one denoising forward of DiT-3D-S/4 at
   batch 8 x 2048 points (no grad), float and with the trunk's dense layers in int8;
-- ``dit3d_train``: one DDPM train step of the same model (forward, backward, AdamW).
+- ``dit3d_train``: one DDPM train step of the same model (forward, backward, AdamW);
+- ``adit_sample_int8``: sampling and decoding 100 molecules with the shipped
+  ``adit-qm9-cpu`` in int8 (its default solver and steps, seed 0).
 
 Keys: ``{workload}_{default|retained}_s`` (median seconds after a warm-up call) and
 ``{workload}_speedup``, default over retained (above 1: retaining is faster); ``applied``
@@ -20,7 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-WORKLOADS = ("dit3d_denoise", "dit3d_denoise_int8", "dit3d_train")
+WORKLOADS = ("dit3d_denoise", "dit3d_denoise_int8", "dit3d_train", "adit_sample_int8")
 
 
 def _child(workload: str, retain: bool, repeats: int, depth: int | None = None) -> dict[str, Any]:
@@ -29,6 +31,8 @@ def _child(workload: str, retain: bool, repeats: int, depth: int | None = None) 
     from dit3d.allocator import retain_freed_memory
 
     applied = retain_freed_memory() if retain else False
+    if workload == "adit_sample_int8":
+        return {"seconds": round(_adit_sample_time(repeats), 3), "applied": applied}
     import torch
 
     from dit3d.bench.dit3d import denoise_time, make_module, step_times
@@ -45,6 +49,16 @@ def _child(workload: str, retain: bool, repeats: int, depth: int | None = None) 
             quantize_int8(module.model)
         seconds = denoise_time(module, points, labels, repeats)
     return {"seconds": round(seconds, 3), "applied": applied}
+
+
+def _adit_sample_time(repeats: int) -> float:
+    """Median seconds to sample and decode 100 molecules with ``adit-qm9-cpu`` in int8."""
+    from dit3d.api import MoleculeGenerator
+    from dit3d.bench.timing import median_time
+
+    gen = MoleculeGenerator.from_pretrained("adit-qm9-cpu")
+    gen.quantize_int8()
+    return median_time(lambda: gen.sample_arrays(100, seed=0), repeats, warmup=1)
 
 
 def _timed(workload: str, retain: bool, repeats: int, depth: int | None = None) -> dict[str, Any]:
