@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -156,7 +156,7 @@ def compare(quick: bool = False, checkpoints: Sequence[str] = ("adit-joint-cpu",
         per_seed = {str(seed): {k: r[k] for k in (*METRICS, "impossible_cells")} for seed, r in runs.items()}
         mean = {k: _mean([r[k] for r in runs.values()]) for k in METRICS}
         models[checkpoint] = {"mean": mean, "per_seed": per_seed, "sampling": gen.sampling}
-    return {"models": models, "seeds": list(seeds), "protocol": protocol, "published_mp20": PUBLISHED_MP20}
+    return {"models": models, "seeds": seeds, "protocol": protocol, "published_mp20": PUBLISHED_MP20}
 
 
 def _mean(values: list[float | None]) -> float | None:

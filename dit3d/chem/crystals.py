@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
-
-if TYPE_CHECKING:  # ASE is imported when a conversion runs
-    import ase
 from pymatgen.core.periodic_table import DummySpecies
 
 from dit3d.chem.io import to_atomic_numbers
 from dit3d.fileio import atomic_directory, atomic_write
+
+if TYPE_CHECKING:  # ASE is imported when a conversion runs
+    import ase
 
 __all__ = [
     "CrystalFileError", "CrystalRecord", "canonical_structure", "check_structure", "structure_from_arrays",
