@@ -1,12 +1,13 @@
 """Benchmarks run and report consistent numbers (tiny preset here; the real one is slow)."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from dit3d.bench import BENCHMARKS, run_benchmark
-from dit3d.bench.timing import count_flops, median_time
+from dit3d.bench.timing import count_flops, fresh_process_output, median_time
 
 
 def test_flop_count_of_a_matmul_and_attention():
@@ -17,6 +18,18 @@ def test_flop_count_of_a_matmul_and_attention():
     q = torch.randn(1, 2, 5, 8)  # (B, H, T, Dh): QK^T and PV, 2*B*H*T*T*Dh FLOPs each
     assert count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q)) == 2 * (2 * 2 * 5 * 5 * 8)
     assert median_time(lambda: None, repeats=3) >= 0
+
+
+def test_fresh_process_output_last_line_env_errors_and_timeout():
+    assert fresh_process_output("print('a'); print('b')") == "b"
+    code = "import os; print(os.environ.get('DIT3D_PROBE'))"
+    assert fresh_process_output(code, env={**os.environ, "DIT3D_PROBE": "x"}) == "x"
+    with pytest.raises(RuntimeError, match="(?s)exited with 1.*ZeroDivisionError"):
+        fresh_process_output("print(1); 1 / 0")
+    with pytest.raises(RuntimeError, match="printed nothing"):
+        fresh_process_output("pass")
+    with pytest.raises(subprocess.TimeoutExpired):
+        fresh_process_output("import time; time.sleep(30)", timeout_s=0.5)
 
 
 def test_trunk_benchmark_tiny_preset():

@@ -18,8 +18,6 @@ are the same).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 WORKLOADS = ("dit3d_denoise", "dit3d_denoise_int8", "dit3d_train", "adit_sample_int8")
@@ -63,10 +61,11 @@ def _adit_sample_time(repeats: int) -> float:
 
 def _timed(workload: str, retain: bool, repeats: int, depth: int | None = None) -> dict[str, Any]:
     """``_child``'s record from a fresh Python process."""
+    from dit3d.bench.timing import fresh_process_output
+
     code = ("import json; from dit3d.bench.malloc import _child; "
             f"print(json.dumps(_child({workload!r}, {retain}, {repeats}, {depth})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(fresh_process_output(code))
 
 
 def run(quick: bool = False) -> dict[str, Any]:

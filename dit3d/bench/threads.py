@@ -24,7 +24,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -66,15 +65,15 @@ CASES: dict[str, dict[str, str]] = {"default": {}, "passive": {"OMP_WAIT_POLICY"
 
 
 def _timed(workload: str, case: str, timeout_s: float) -> float | None:
+    from dit3d.bench.timing import fresh_process_output
+
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env.update(CASES[case])
     code = f"from dit3d.bench.threads import _child; print(_child({workload!r}))"
     try:
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             timeout=timeout_s, check=True)
+        return round(float(fresh_process_output(code, env, timeout_s)), 3)
     except subprocess.TimeoutExpired:
         return None
-    return round(float(out.stdout.strip().splitlines()[-1]), 3)
 
 
 def run(quick: bool = False, timeout_s: float = 300.0) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """Timing helpers shared by the benchmarks."""
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch.utils import flop_counter
@@ -20,6 +23,28 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> floa
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def fresh_process_output(code: str, env: Mapping[str, str] | None = None, timeout_s: float | None = None) -> str:
+    """The last line ``python -c code`` prints, run in a fresh interpreter: for timings that
+    must not inherit this process's allocator state, thread pools or environment.
+
+    Args:
+        code: Python source; its last printed line is the result.
+        env: the child's whole environment (default: this process's).
+        timeout_s: seconds before the child is killed and
+            :class:`subprocess.TimeoutExpired` raised (default: no limit).
+
+    Raises:
+        RuntimeError: the child failed or printed nothing; the message carries its stderr's tail.
+    """
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env) if env is not None else os.environ.copy(),
+                         capture_output=True, text=True, timeout=timeout_s)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark child `python -c {code!r}` exited with {out.returncode}"
+                           f"{'' if lines else ' and printed nothing'}: {out.stderr.strip()[-2000:]}")
+    return lines[-1]
 
 
 def _cpu_attention_formulas() -> dict:
