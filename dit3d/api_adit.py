@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dit3d.checks import finite_float, positive_int
-from dit3d.models.adit_sampling import adit_label, sample_latents
+from dit3d.models.adit_sampling import adit_label, composition_atom_types, sample_latents
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
 from dit3d.objectives._utils import check_option
@@ -58,13 +58,18 @@ class ADiTGenerator:
             kind (a ``(M + 1,)`` histogram is read as molecules only, the layout of older folders).
         sampling: defaults for :data:`SAMPLING_OPTIONS`.
         flow_config: the :class:`~dit3d.objectives.FlowMatching` arguments (saved with the weights).
+        compositions, composition_weight: for a DiT conditioned on each atom's element
+            (``token_classes``): the training compositions ``(F, Z + 1)`` (element counts)
+            and ``(2, F)`` how many training systems of each kind have each; sampling then
+            draws a composition instead of an atom count.
     """
 
     SYSTEM: ClassVar[int]
 
     def __init__(self, autoencoder: AtomAutoencoder, dit: DiT, flow: FlowMatching, latent_mean: Tensor,
                  latent_std: Tensor, atom_count_hist: Tensor, sampling: dict[str, Any] | None = None,
-                 flow_config: dict[str, Any] | None = None) -> None:
+                 flow_config: dict[str, Any] | None = None, compositions: Tensor | None = None,
+                 composition_weight: Tensor | None = None) -> None:
         hist = atom_count_hist.detach().cpu().float()
         if hist.dim() == 1:  # folders written before crystals: molecules only
             hist = torch.stack([hist, torch.zeros_like(hist)])
@@ -77,10 +82,29 @@ class ADiTGenerator:
         self.autoencoder, self.dit, self.flow = autoencoder, dit, flow
         self.latent_mean, self.latent_std = latent_mean, latent_std
         self.atom_count_hist = hist
+        self.compositions, self.composition_weight = self._check_compositions(dit, compositions, composition_weight)
         self.sampling = {"steps": 100, "solver": "euler", "guidance": 1.0, "batch_size": 256, "temperature": 1.0,
                          **(sampling or {})}  # folders written before temperature existed sample at 1
         self.flow_config = flow_config or {}
         self._options(1, {})  # bad defaults (steps, solver, guidance, temperature) fail here, not at sampling
+
+    def _check_compositions(self, dit: DiT, table: Tensor | None,
+                            weight: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        if dit.token_embed is None:
+            if table is not None or weight is not None:
+                raise ValueError("compositions given for a DiT without element conditioning (token_classes=0)")
+            return None, None
+        if table is None or weight is None:
+            raise ValueError("this DiT is conditioned on each atom's element: give the training compositions "
+                             "(compositions, composition_weight; ADiTLatentModule.measure_compositions)")
+        table, weight = table.detach().cpu().long(), weight.detach().cpu().float()
+        Z = dit.token_embed.num_embeddings
+        if table.dim() != 2 or table.shape[1] != Z or weight.shape != (2, table.shape[0]):
+            raise ValueError(f"compositions must be (F, {Z}) and composition_weight (2, F), got "
+                             f"{tuple(table.shape)} and {tuple(weight.shape)}")
+        if float(weight[self.SYSTEM].sum()) <= 0:
+            raise ValueError(f"no training composition of a {KIND_NAMES[self.SYSTEM]} is stored")
+        return table, weight
 
     @property
     def spacegroup_conditioning(self) -> bool:
@@ -137,8 +161,10 @@ class ADiTGenerator:
         """From a trained :class:`~dit3d.models.ADiTLatentModule` (its EMA network)."""
         hp = module.hparams
         flow_config = dict(prediction=hp.prediction, self_condition_prob=hp.self_condition_prob)
+        tables = {"compositions": module.compositions.clone(), "composition_weight": module.composition_weight.clone()} \
+            if hp.get("element_conditioning") else {}
         return cls(module.autoencoder, module.sampling_dit, module.flow, module.latent_mean.clone(),
-                   module.latent_std.clone(), module.atom_count_hist.clone(), sampling, flow_config)
+                   module.latent_std.clone(), module.atom_count_hist.clone(), sampling, flow_config, **tables)
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike) -> ADiTGenerator:
@@ -173,7 +199,8 @@ class ADiTGenerator:
             raise PretrainedError(f"{directory}: {WEIGHTS_NAME} lacks {lacking}; re-export the model")
         try:
             return cls(ae.eval(), dit.eval(), flow, weights["latent_mean"], weights["latent_std"],
-                       weights["atom_count_hist"], config.get("sampling"), config["flow"])
+                       weights["atom_count_hist"], config.get("sampling"), config["flow"],
+                       weights.get("compositions"), weights.get("composition_weight"))
         except ValueError as e:  # e.g. bad stored sampling defaults, a histogram of the wrong shape
             raise PretrainedError(f"{directory}: {e}; re-export the model") from None
 
@@ -195,6 +222,8 @@ class ADiTGenerator:
         state |= {f"dit.{k}": cast(v) for k, v in self.dit.state_dict().items()}
         state |= {"latent_mean": self.latent_mean, "latent_std": self.latent_std,
                   "atom_count_hist": self.atom_count_hist}
+        if self.compositions is not None:
+            state |= {"compositions": self.compositions, "composition_weight": self.composition_weight}
         config = {"autoencoder": self.autoencoder.config, "dit": self.dit.config, "flow": self.flow_config,
                   "sampling": self.sampling, "weights_dtype": weights_dtype}
         clash = set(extra or {}) & (set(config) | {"kind"})
@@ -234,14 +263,20 @@ class ADiTGenerator:
     def _iter_batches(self, n: int, seed: int | None, opts: dict[str, Any], label: int,
                       progress: bool) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
         g = torch.Generator().manual_seed(seed if seed is not None else torch.Generator().seed())
-        counts = torch.multinomial(self.atom_count_hist[self.SYSTEM], n, replacement=True, generator=g)  # (n,)
+        if self.compositions is None:
+            counts = torch.multinomial(self.atom_count_hist[self.SYSTEM], n, replacement=True, generator=g)  # (n,)
+        else:
+            drawn = self.compositions[torch.multinomial(self.composition_weight[self.SYSTEM], n, replacement=True,
+                                                        generator=g)]  # (n, Z + 1)
+            counts = drawn.sum(-1)  # (n,)
         order = torch.argsort(counts, stable=True)  # similar sizes share a batch: little padding
         self.autoencoder.eval()
         with tqdm(total=n, desc=f"sampling {KIND_NAMES[self.SYSTEM]}s", unit=KIND_NAMES[self.SYSTEM],
                   disable=not progress, leave=False) as bar:
             for chunk in order.split(opts["batch_size"]):
+                types = None if self.compositions is None else composition_atom_types(drawn[chunk])  # (b, N)
                 z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
                                          opts["steps"], opts["solver"], opts["guidance"], g,
-                                         temperature=opts["temperature"])
+                                         temperature=opts["temperature"], atom_types=types)
                 bar.update(len(chunk))
                 yield chunk.tolist(), counts[chunk], z, mask

@@ -250,3 +250,65 @@ def test_temperature_option_default_export_and_cli(trained, tmp_path):
                    "--temperature", "0.5", "-o", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [np.allclose(r.positions, p, atol=1e-4) for r, (_, p) in zip(read_xyz(out), cold)] == [True] * 3
+
+
+def test_element_conditioned_latent_dit_trains_samples_and_reloads(trained, qm9_root):
+    tmp = trained["tmp"]
+    torch.manual_seed(0)
+    data = QM9DataModule(batch_size=32, train_subset=256, val_subset=64)
+    module = ADiTLatentModule(trained["ae"].autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48,
+                              num_heads=4, warmup_steps=1, stats_batches=2, max_atoms=32, element_conditioning=True)
+    module.autoencoder.load_state_dict(trained["ae"].autoencoder.state_dict())
+    assert module.dit.token_embed.num_embeddings == module.autoencoder.max_z + 1
+    trainer = tiny_trainer(tmp, 3)
+    trainer.fit(module, datamodule=data)
+    ckpt = tmp / "elements.ckpt"
+    trainer.save_checkpoint(ckpt)
+    reloaded = load_latent_checkpoint(ckpt)
+    assert reloaded.hparams.element_conditioning and reloaded.dit.token_embed is not None
+    # the training compositions are kept, sized by the data, and reload with the weights
+    train = [data.train_dataset[i] for i in range(len(data.train_dataset))]
+    formulas = {tuple(torch.bincount(d.atom_types.long(), minlength=101).tolist()) for d in train}
+    assert {tuple(r) for r in reloaded.compositions.tolist()} == formulas
+    assert reloaded.composition_weight[0].sum() == len(train) and reloaded.composition_weight[1].sum() == 0
+    assert torch.equal(reloaded.compositions, module.compositions)
+    types = torch.tensor([[6, 8, 1, 1], [6, 1, 1, 0]])
+    args = dict(steps=2, generator=torch.Generator().manual_seed(0))
+    z, mask = reloaded.sample_latents(torch.tensor([4, 3]), atom_types=types, **args)
+    assert z.shape == (2, 4, 4) and mask.tolist() == [[True] * 4, [True] * 3 + [False]]
+    z_other, _ = reloaded.sample_latents(torch.tensor([4, 3]), atom_types=torch.tensor([[7, 8, 1, 1], [6, 1, 1, 0]]),
+                                         **dict(args, generator=torch.Generator().manual_seed(0)))
+    assert not torch.allclose(z_other[0], z[0])  # the given elements steer the flow
+    with pytest.raises(ValueError, match="pass token_labels"):
+        reloaded.sample_latents(torch.tensor([4, 3]), **args)
+    with pytest.raises(ValueError, match=r"atom_types must be \(2, 4\)"):
+        reloaded.sample_latents(torch.tensor([4, 3]), atom_types=types[:, :3], **args)
+
+    gen = MoleculeGenerator.from_lightning(reloaded, {"steps": 2})
+    gen.save_pretrained(tmp / "elements_gen")
+    gen = MoleculeGenerator.from_pretrained(tmp / "elements_gen")
+    assert torch.equal(gen.compositions, reloaded.compositions)
+    arrays = gen.sample_arrays(6, seed=0)
+    assert [len(a[0]) for a in arrays] == [len(a[0]) for a in gen.sample_arrays(6, seed=0)]
+    sizes = set(reloaded.compositions.sum(-1).tolist())
+    assert all(len(a[0]) in sizes for a in arrays)  # each sample has the size of a training composition
+
+
+def test_generator_needs_compositions_exactly_for_an_element_conditioned_dit(trained):
+    latent = trained["latent"]
+    ae = latent.autoencoder
+    plain = MoleculeGenerator.from_lightning(latent)
+    args = (ae, plain.dit, plain.flow, plain.latent_mean, plain.latent_std, plain.atom_count_hist)
+    table, weight = torch.zeros(1, 101, dtype=torch.long), torch.ones(2, 1)
+    with pytest.raises(ValueError, match="without element conditioning"):
+        MoleculeGenerator(*args, compositions=table, composition_weight=weight)
+    from dit3d.nn import DiT
+    dit = DiT(ae.latent_dim, time_scale=1000.0, preset="DiT-Mini", depth=1, num_classes=2, self_condition=True,
+              token_classes=ae.max_z + 1)
+    args = (ae, dit) + args[2:]
+    with pytest.raises(ValueError, match="give the training compositions"):
+        MoleculeGenerator(*args)
+    with pytest.raises(ValueError, match=r"compositions must be \(F, 101\)"):
+        MoleculeGenerator(*args, compositions=table[:, :50], composition_weight=weight)
+    with pytest.raises(ValueError, match="no training composition of a molecule"):
+        MoleculeGenerator(*args, compositions=table, composition_weight=torch.tensor([[0.0], [1.0]]))

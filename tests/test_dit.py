@@ -55,3 +55,32 @@ def test_dit_adds_position_rows_and_refuses_too_many_tokens():
     assert not torch.allclose(with_pos(x, t), without(x, t))  # rows 0-2 of the table were added
     with pytest.raises(ValueError, match="6 tokens but pos_embed has rows for 4"):
         with_pos(torch.randn(1, 6, 3), torch.zeros(1))
+
+
+def test_dit_token_labels_condition_each_token():
+    m = randomize_(DiT(3, time_scale=1000.0, preset="DiT-Mini", depth=1, token_classes=5)).eval()
+    x, t = torch.randn(2, 4, 3), torch.rand(2)
+    labels = torch.tensor([[1, 2, 3, 0], [4, 4, 1, 0]])
+    out = m(x, t, token_labels=labels)
+    assert out.shape == (2, 4, 3)
+    other = labels.clone()
+    other[0, 0] = 2
+    assert not torch.allclose(m(x, t, token_labels=other)[0], out[0])  # a token's label reaches its output
+    assert torch.equal(m(x, t, token_labels=other)[1], out[1])  # and no other sample's
+    perm = torch.tensor([2, 0, 3, 1])  # no positions: equivariant to permuting tokens with their labels
+    torch.testing.assert_close(m(x[:, perm], t, token_labels=labels[:, perm]), out[:, perm], atol=1e-5, rtol=1e-5)
+    assert m.config["token_classes"] == 5
+    assert "token_classes" not in DiT(3, time_scale=1.0, preset="DiT-Mini").config
+
+
+def test_dit_token_labels_bad_inputs():
+    m = DiT(3, time_scale=1.0, preset="DiT-Mini", depth=1, token_classes=5)
+    x, t = torch.randn(2, 4, 3), torch.rand(2)
+    with pytest.raises(ValueError, match="pass token_labels"):
+        m(x, t)
+    with pytest.raises(ValueError, match=r"must be \(2, 4\) long"):
+        m(x, t, token_labels=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"0\.\.4"):
+        m(x, t, token_labels=torch.full((2, 4), 5))
+    with pytest.raises(ValueError, match="token_classes=0"):
+        DiT(3, time_scale=1.0, preset="DiT-Mini", depth=1)(x, t, token_labels=torch.zeros(2, 4, dtype=torch.long))

@@ -13,7 +13,7 @@ from torch_geometric.loader import DataLoader
 
 import dit3d.data.qm9 as qm9_module
 from dit3d.data import QM9, QM9DataModule, atom_count_histogram, qm9_smiles
-from dit3d.data.qm9 import collate_molecules, default_root, read_qm9pack_csv
+from dit3d.data.qm9 import collate_molecules, default_root, element_counts, read_qm9pack_csv
 
 NUM_MOLECULES = 130_831
 CSV_HEADER = "XYZ_file,Index,SMILES,InChi,N_atoms,Elements,XYZ_Ang\n"
@@ -156,6 +156,19 @@ def test_atom_count_histogram(qm9_root):
     assert torch.equal(atom_count_histogram(view), atom_count_histogram([small[i] for i in range(10, 20)]))
     with pytest.raises(ValueError, match="empty"):
         atom_count_histogram([])
+
+
+def test_element_counts(qm9_root):
+    ds = QM9(split="val")[:40]  # an index view: counts follow its order, read from the storage
+    counts = element_counts(ds, 10)
+    assert counts.shape == (40, 10)
+    assert counts[:, [1, 6, 7, 8, 9]].sum(-1).tolist() == [d.num_nodes for d in ds]
+    for i in (0, 17, 39):
+        assert counts[i].tolist() == torch.bincount(ds[i].atom_types.long(), minlength=10).tolist()
+    assert torch.equal(element_counts(list(ds), 10), counts)  # a plain list, read one by one
+    assert element_counts([], 10).shape == (0, 10)
+    with pytest.raises(ValueError, match="raise num_types"):
+        element_counts(ds, 7)  # columns 0..6 leave out N, O and F
 
 
 def test_qm9_smiles(qm9_root):

@@ -22,7 +22,7 @@ from torch_geometric.loader import DataLoader
 
 from dit3d.data.crystals import shared_fields
 from dit3d.data.datamodule import _STAGE_SPLITS, ResumableGraphLoader
-from dit3d.data.qm9 import graph_values
+from dit3d.data.qm9 import element_counts, graph_values
 
 __all__ = ["JointDataModule", "JointDataset", "MixedBatchSampler"]
 
@@ -47,6 +47,8 @@ class JointDataset(Dataset):
         >>> ds = JointDataset([[system(0)] * 3, [system(1)] * 2])
         >>> len(ds), ds.ranges, ds.graph_values("dataset_idx").tolist()
         (5, [(0, 3), (3, 5)], [0, 0, 0, 1, 1])
+        >>> ds.element_counts(7)[:, 6].tolist()  # one carbon each
+        [1, 1, 1, 1, 1]
     """
 
     def __init__(self, parts: Sequence[Dataset]) -> None:
@@ -77,6 +79,11 @@ class JointDataset(Dataset):
         """A per-system field (``num_atoms``, ``dataset_idx``...) of all parts, ``(M,)``, in
         index order, read from the parts' storage (see :func:`dit3d.data.qm9.graph_values`)."""
         return torch.cat([graph_values(p, key).view(-1) for p in self.parts])
+
+    def element_counts(self, num_types: int) -> Tensor:
+        """Every system's composition, ``(M, num_types)``, in index order (see
+        :func:`dit3d.data.qm9.element_counts`)."""
+        return torch.cat([element_counts(p, num_types) for p in self.parts])
 
 
 class MixedBatchSampler(Sampler[list[int]]):

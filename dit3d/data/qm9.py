@@ -363,6 +363,36 @@ def graph_values(dataset: Sequence[Data], key: str) -> Tensor:
     return torch.cat([d[key].view(-1) for d in dataset])
 
 
+def element_counts(dataset: Sequence[Data], num_types: int) -> Tensor:
+    """Atoms of each element per system, ``(M, num_types)`` long (column ``z`` counts atomic
+    number ``z``), in dataset order: every system's composition. Reads an
+    :class:`InMemoryDataset`'s storage without materialising the systems; a dataset with its
+    own ``element_counts(num_types)`` method answers for itself; any other sequence is read
+    one by one.
+
+    Raises:
+        ValueError: an atomic number outside ``0..num_types - 1``.
+    """
+    if callable(getattr(dataset, "element_counts", None)):
+        return dataset.element_counts(num_types)
+    storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
+    if isinstance(storage, Data) and "atom_types" in storage and dataset.slices is not None:
+        types, sizes = storage.atom_types.long(), dataset.slices["atom_types"].diff()
+        owner = torch.repeat_interleave(torch.arange(len(sizes)), sizes)  # (atoms,) system of each atom
+        rows = torch.as_tensor(list(dataset.indices()), dtype=torch.long)
+    else:
+        parts = [d.atom_types.long().view(-1) for d in dataset]
+        types = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+        owner = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(p) for p in parts], dtype=torch.long))
+        rows = torch.arange(len(parts))
+    if types.numel() and not 0 <= int(types.min()) <= int(types.max()) < num_types:
+        raise ValueError(f"atomic numbers {int(types.min())}..{int(types.max())} do not fit {num_types} element "
+                         "columns; raise num_types")
+    table = torch.zeros(int(owner.max()) + 1 if owner.numel() else 0, num_types, dtype=torch.long)
+    table.index_put_((owner, types), torch.ones_like(types), accumulate=True)
+    return table[rows] if len(rows) else torch.zeros(0, num_types, dtype=torch.long)
+
+
 def atom_counts(dataset: Sequence[Data]) -> Tensor:
     """Atoms per molecule, ``(M,)`` long, in dataset order (see :func:`graph_values`)."""
     return graph_values(dataset, "num_atoms")

@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
-from dit3d.data.qm9 import graph_values
+from dit3d.data.qm9 import element_counts, graph_values
 from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_latents
 from dit3d.models.checkpoint import module_from_checkpoint, read_lightning_checkpoint
 from dit3d.models.ema import ema_copy, update_ema_
@@ -114,6 +114,13 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         spacegroup_conditioning: condition crystals on their space group as well.
         spacegroup_dropout: probability of dropping a crystal's space group (to "any
             crystal") in training, when ``spacegroup_conditioning``.
+        element_conditioning: give the DiT each atom's element as a per-token label
+            (``DiT(token_classes=max_z + 1)``), so the flow generates latents for a given
+            composition. The training set's compositions are kept (``compositions``
+            ``(F, max_z + 1)`` element counts, ``composition_weight`` ``(2, F)`` systems of
+            each kind with that composition), and generators draw a composition from
+            them where the plain model draws an atom count. Off by default (ADiT
+            generates the elements).
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
@@ -121,7 +128,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  prediction: str = "velocity", time_sampling: str = "uniform", self_condition_prob: float = 0.5,
                  lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
                  max_atoms: int = 64, ema_decay: float = 0.999, spacegroup_conditioning: bool = False,
-                 spacegroup_dropout: float = 0.2) -> None:
+                 spacegroup_dropout: float = 0.2, element_conditioning: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
@@ -130,14 +137,25 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             raise ValueError(f"spacegroup_dropout must lie in [0, 1], got {spacegroup_dropout!r}")
         latent = self.autoencoder.latent_dim
         num_classes = 2 + NUM_SPACEGROUPS if spacegroup_conditioning else 2
+        token_classes = self.autoencoder.max_z + 1 if element_conditioning else 0
         self.dit = DiT(latent, time_scale=1000.0, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
-                       num_classes=num_classes, class_dropout=class_dropout, self_condition=self_condition_prob > 0)
+                       num_classes=num_classes, class_dropout=class_dropout, self_condition=self_condition_prob > 0,
+                       token_classes=token_classes)
         self.ema_dit = ema_copy(self.dit, ema_decay)
         self.flow = FlowMatching(prediction, time_sampling, self_condition_prob=self_condition_prob)
         self.register_buffer("latent_mean", torch.zeros(latent))
         self.register_buffer("latent_std", torch.ones(latent))
         self.register_buffer("atom_count_hist", torch.zeros(2, max_atoms + 1))  # per kind
         self.register_buffer("stats_ready", torch.tensor(False))
+        if element_conditioning:  # filled by measure_compositions; sized by the data, so loading resizes them
+            self.register_buffer("compositions", torch.zeros(0, self.autoencoder.max_z + 1, dtype=torch.long))
+            self.register_buffer("composition_weight", torch.zeros(2, 0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in ("compositions", "composition_weight"):
+            if hasattr(self, name) and prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ latents
     @torch.no_grad()
@@ -164,16 +182,33 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         hist.index_put_((kinds.to(hist.device), counts.to(hist.device)), torch.ones_like(hist[0, 0]).expand(len(counts)),
                         accumulate=True)
         self.atom_count_hist.copy_(hist)
+        if self.hparams.get("element_conditioning"):
+            self.measure_compositions(dataset)
         self.stats_ready.fill_(True)
 
+    @torch.no_grad()
+    def measure_compositions(self, dataset) -> None:
+        """The distinct compositions of ``dataset`` and how many systems of each kind have
+        each (``compositions``, ``composition_weight``), for an element-conditioned model."""
+        counts = element_counts(dataset, self.autoencoder.max_z + 1)  # (M, Z + 1)
+        table, which = torch.unique(counts, dim=0, return_inverse=True)  # (F, Z + 1), (M,)
+        weight = torch.zeros(2, len(table))
+        weight.index_put_((graph_values(dataset, "dataset_idx").long(), which), torch.ones(len(which)), accumulate=True)
+        device = self.latent_mean.device
+        self.compositions, self.composition_weight = table.to(device), weight.to(device)
+
     def on_fit_start(self) -> None:
-        if bool(self.stats_ready):
+        missing_compositions = bool(self.hparams.get("element_conditioning")) and not len(self.compositions)
+        if bool(self.stats_ready) and not missing_compositions:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_dataset"):
             raise RuntimeError("ADiTLatentModule measures latent statistics from the datamodule's train_dataset; "
                                "pass a datamodule to Trainer.fit (e.g. dit3d.data.QM9DataModule or JointDataModule)")
-        self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
+        if bool(self.stats_ready):  # resumed from a run saved before compositions were kept
+            self.measure_compositions(datamodule.train_dataset)
+        else:
+            self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
 
     # ------------------------------------------------------------------- labels
     def label_for(self, kind: int = MOLECULE, spacegroup: int | None = None) -> int:
@@ -202,12 +237,17 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             keep = keep & (u >= self.hparams.spacegroup_dropout)
         return torch.where(keep, 1 + sg, y)
 
+    def token_kwargs(self, atoms: Atoms) -> dict[str, Tensor]:
+        """The DiT's per-token labels, ``{"token_labels": atom_types}`` with
+        ``element_conditioning``, else nothing."""
+        return {"token_labels": atoms.atom_types} if self.hparams.get("element_conditioning") else {}
+
     # ----------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> Tensor:
         atoms = augment(Atoms.from_pyg(batch))
         z = self.encode(atoms)  # (B, N, L)
         y = self.dit.drop_labels(self.labels(atoms, drop_spacegroup=True))  # once: both self-conditioning calls see the same labels
-        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=y)
+        loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=y, **self.token_kwargs(atoms))
         self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0])
         return loss
 
@@ -240,7 +280,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             for name, net in (("loss", self.dit), ("loss_ema", self.ema_dit)):
                 if net is not None:
                     g = torch.Generator().manual_seed(1000 + batch_idx)  # same t and noise for both
-                    loss = self.flow.training_loss(net, z, mask=part.mask, generator=g, y=y)
+                    loss = self.flow.training_loss(net, z, mask=part.mask, generator=g, y=y, **self.token_kwargs(part))
                     self.log(prefix + name, loss, prog_bar=True, batch_size=z.shape[0], add_dataloader_idx=False)
 
     def configure_optimizers(self):
@@ -250,9 +290,11 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
     # ----------------------------------------------------------------- sampling
     def sample_latents(self, num_atoms: Tensor, kind: int = 0, steps: int = 100, solver: str = "euler",
                        guidance: float = 1.0, generator: torch.Generator | None = None,
-                       spacegroup: int | None = None) -> tuple[Tensor, Tensor]:
+                       spacegroup: int | None = None, atom_types: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """De-standardised latents for systems of the given sizes
         (:func:`~dit3d.models.adit_sampling.sample_latents` with the EMA network), guided
-        towards ``kind`` (and ``spacegroup``, see :meth:`label_for`)."""
+        towards ``kind`` (and ``spacegroup``, see :meth:`label_for`); ``atom_types``
+        ``(B, N)`` gives the elements to a model trained with ``element_conditioning``."""
         return sample_latents(self.sampling_dit, self.flow, num_atoms, self.latent_mean, self.latent_std,
-                              self.label_for(kind, spacegroup), steps, solver, guidance, generator)
+                              self.label_for(kind, spacegroup), steps, solver, guidance, generator,
+                              atom_types=atom_types)

@@ -44,16 +44,19 @@ def adit_label(kind: int = MOLECULE, spacegroup: int | None = None, spacegroup_c
 def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean: Tensor, latent_std: Tensor,
                    kind: int = 0, steps: int = 100, solver: str = "euler", guidance: float = 1.0,
                    generator: torch.Generator | None = None, x0: Tensor | None = None,
-                   t_start: float = 0.0, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+                   t_start: float = 0.0, temperature: float = 1.0,
+                   atom_types: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Integrate the flow from noise to de-standardised latents, with classifier-free
     guidance towards system kind ``kind`` (scale 1: the conditional model alone).
 
     ``x0`` (standardised, zero at padding) replaces the drawn noise; with ``t_start`` it is
     a partly noised sample at that flow time (see :mod:`dit3d.models.adit_probes`).
     ``temperature`` scales the drawn noise (:meth:`~dit3d.objectives.FlowMatching.sample`).
+    ``atom_types`` (atomic numbers, 0 at padding) are the per-token labels of a DiT built
+    with ``token_classes`` (element conditioning); they condition both guidance halves.
 
     Shapes:
-        num_atoms: ``(B,)``; x0: ``(B, N, L)`` -> latents ``(B, N, L)``, mask ``(B, N)`` with
+        num_atoms: ``(B,)``; x0: ``(B, N, L)``; atom_types: ``(B, N)`` -> latents ``(B, N, L)``, mask ``(B, N)`` with
         ``N = max(num_atoms)``
     """
     device = next(dit.parameters()).device
@@ -62,7 +65,13 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
     mask = torch.arange(N, device=device)[None] < num_atoms[:, None]  # (B, N)
     y = torch.full((B,), kind, dtype=torch.long, device=device)
     null = torch.full_like(y, dit.y_embed.null_class)
-    model = classifier_free_guidance(dit, guidance, {"y": y}, {"y": null})
+    tokens = {}
+    if atom_types is not None:
+        if atom_types.shape != (B, N):
+            raise ValueError(f"atom_types must be ({B}, {N}): one row per system, as long as the largest, got "
+                             f"{tuple(atom_types.shape)}")
+        tokens = {"token_labels": atom_types.to(device).long() * mask}
+    model = classifier_free_guidance(dit, guidance, {"y": y, **tokens}, {"y": null, **tokens})
     was_training = dit.training
     dit.eval()
     try:
@@ -72,6 +81,24 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
     finally:
         dit.train(was_training)
     return (z * latent_std.to(device) + latent_mean.to(device)) * mask[..., None], mask
+
+
+def composition_atom_types(counts: Tensor) -> Tensor:
+    """Atomic numbers of systems given by their element counts, in increasing order and
+    padded with 0: the per-token labels of an element-conditioned latent DiT.
+
+    Shapes:
+        counts: ``(B, Z + 1)`` (column ``z`` counts atomic number ``z``) -> ``(B, N)`` with
+        ``N`` the largest row sum
+
+    Example:
+        >>> composition_atom_types(torch.tensor([[0, 4, 0, 0, 0, 0, 1], [0, 2, 0, 0, 0, 0, 0]]))
+        tensor([[1, 1, 1, 1, 6],
+                [1, 1, 0, 0, 0]])
+    """
+    z = torch.arange(counts.shape[-1], device=counts.device)
+    rows = [torch.repeat_interleave(z, c) for c in counts.long()]
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True) if rows else counts.new_zeros(0, 0)
 
 
 @torch.no_grad()
