@@ -167,6 +167,8 @@ def test_element_counts(qm9_root):
         assert counts[i].tolist() == torch.bincount(ds[i].atom_types.long(), minlength=10).tolist()
     assert torch.equal(element_counts(list(ds), 10), counts)  # a plain list, read one by one
     assert element_counts([], 10).shape == (0, 10)
+    empty_last = [Data(atom_types=torch.tensor([6, 1])), Data(atom_types=torch.zeros(0, dtype=torch.long))]
+    assert element_counts(empty_last, 7).tolist() == [[0, 1, 0, 0, 0, 0, 1], [0] * 7]  # a system with no atoms
     with pytest.raises(ValueError, match="raise num_types"):
         element_counts(ds, 7)  # columns 0..6 leave out N, O and F
 

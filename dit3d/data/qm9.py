@@ -378,19 +378,19 @@ def element_counts(dataset: Sequence[Data], num_types: int) -> Tensor:
     storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
     if isinstance(storage, Data) and "atom_types" in storage and dataset.slices is not None:
         types, sizes = storage.atom_types.long(), dataset.slices["atom_types"].diff()
-        owner = torch.repeat_interleave(torch.arange(len(sizes)), sizes)  # (atoms,) system of each atom
-        rows = torch.as_tensor(list(dataset.indices()), dtype=torch.long)
+        rows = torch.as_tensor(list(dataset.indices()), dtype=torch.long)  # the stored systems this view holds
     else:
         parts = [d.atom_types.long().view(-1) for d in dataset]
         types = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-        owner = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(p) for p in parts], dtype=torch.long))
+        sizes = torch.tensor([len(p) for p in parts], dtype=torch.long)
         rows = torch.arange(len(parts))
     if types.numel() and not 0 <= int(types.min()) <= int(types.max()) < num_types:
         raise ValueError(f"atomic numbers {int(types.min())}..{int(types.max())} do not fit {num_types} element "
                          "columns; raise num_types")
-    table = torch.zeros(int(owner.max()) + 1 if owner.numel() else 0, num_types, dtype=torch.long)
+    owner = torch.repeat_interleave(torch.arange(len(sizes)), sizes)  # (atoms,) system of each atom
+    table = torch.zeros(len(sizes), num_types, dtype=torch.long)
     table.index_put_((owner, types), torch.ones_like(types), accumulate=True)
-    return table[rows] if len(rows) else torch.zeros(0, num_types, dtype=torch.long)
+    return table[rows]
 
 
 def atom_counts(dataset: Sequence[Data]) -> Tensor:

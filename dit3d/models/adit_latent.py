@@ -198,17 +198,13 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         self.compositions, self.composition_weight = table.to(device), weight.to(device)
 
     def on_fit_start(self) -> None:
-        missing_compositions = bool(self.hparams.get("element_conditioning")) and not len(self.compositions)
-        if bool(self.stats_ready) and not missing_compositions:
+        if bool(self.stats_ready):
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_dataset"):
             raise RuntimeError("ADiTLatentModule measures latent statistics from the datamodule's train_dataset; "
                                "pass a datamodule to Trainer.fit (e.g. dit3d.data.QM9DataModule or JointDataModule)")
-        if bool(self.stats_ready):  # resumed from a run saved before compositions were kept
-            self.measure_compositions(datamodule.train_dataset)
-        else:
-            self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
+        self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
 
     # ------------------------------------------------------------------- labels
     def label_for(self, kind: int = MOLECULE, spacegroup: int | None = None) -> int:

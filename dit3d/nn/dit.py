@@ -56,7 +56,7 @@ class DiT(nn.Module):
         self.config = dict(in_dim=in_dim, out_dim=out_dim, time_scale=time_scale, preset=preset, depth=depth,
                            hidden_size=hidden_size, num_heads=num_heads, num_classes=num_classes,
                            class_dropout=class_dropout, self_condition=self_condition, **trunk_kwargs)
-        if token_classes:  # only when used, so configs saved before the option still load
+        if token_classes:  # only when used, so the exported config.json of a plain DiT stays as it was
             self.config["token_classes"] = token_classes
         cfg = preset_config(preset)
         cfg.update({k: v for k, v in dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads).items() if v})
