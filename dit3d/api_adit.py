@@ -61,7 +61,9 @@ class ADiTGenerator:
         compositions, composition_weight: for a DiT conditioned on each atom's element
             (``token_classes``): the training compositions ``(F, Z + 1)`` (element counts)
             and ``(2, F)`` how many training systems of each kind have each; sampling then
-            draws a composition instead of an atom count.
+            draws a composition instead of an atom count. A kind whose row is all zero was
+            not element-conditioned (``element_conditioning="molecules"`` and crystals):
+            it draws an atom count and gives the DiT no elements (label 0).
     """
 
     SYSTEM: ClassVar[int]
@@ -102,9 +104,14 @@ class ADiTGenerator:
         if table.dim() != 2 or table.shape[1] != Z or weight.shape != (2, table.shape[0]):
             raise ValueError(f"compositions must be (F, {Z}) and composition_weight (2, F), got "
                              f"{tuple(table.shape)} and {tuple(weight.shape)}")
-        if float(weight[self.SYSTEM].sum()) <= 0:
-            raise ValueError(f"no training composition of a {KIND_NAMES[self.SYSTEM]} is stored")
+        if float(weight.sum()) <= 0:
+            raise ValueError("no training composition is stored (composition_weight is all zero)")
         return table, weight
+
+    @property
+    def element_conditioned(self) -> bool:
+        """Whether this generator's kind is sampled from a given composition."""
+        return self.composition_weight is not None and float(self.composition_weight[self.SYSTEM].sum()) > 0
 
     @property
     def spacegroup_conditioning(self) -> bool:
@@ -259,22 +266,32 @@ class ADiTGenerator:
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         return self._iter_batches(n, seed, opts, label, progress)
 
+    def _token_types(self, drawn: Tensor) -> Tensor | None:
+        """The DiT's per-token elements for one batch: a drawn composition ``(b, Z + 1)``
+        spelled out as ``(b, N)`` atomic numbers; for a kind sampled without elements
+        (``drawn`` its atom counts ``(b,)``) zeros if the DiT takes elements, else None."""
+        if self.element_conditioned:
+            return composition_atom_types(drawn)
+        if self.dit.token_embed is None:
+            return None
+        return torch.zeros(len(drawn), int(drawn.max()), dtype=torch.long)  # label 0: no element given
+
     @torch.no_grad()
     def _iter_batches(self, n: int, seed: int | None, opts: dict[str, Any], label: int,
                       progress: bool) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
         g = torch.Generator().manual_seed(seed if seed is not None else torch.Generator().seed())
-        if self.compositions is None:
-            counts = torch.multinomial(self.atom_count_hist[self.SYSTEM], n, replacement=True, generator=g)  # (n,)
-        else:
+        if self.element_conditioned:
             drawn = self.compositions[torch.multinomial(self.composition_weight[self.SYSTEM], n, replacement=True,
                                                         generator=g)]  # (n, Z + 1)
             counts = drawn.sum(-1)  # (n,)
+        else:
+            counts = torch.multinomial(self.atom_count_hist[self.SYSTEM], n, replacement=True, generator=g)  # (n,)
         order = torch.argsort(counts, stable=True)  # similar sizes share a batch: little padding
         self.autoencoder.eval()
         with tqdm(total=n, desc=f"sampling {KIND_NAMES[self.SYSTEM]}s", unit=KIND_NAMES[self.SYSTEM],
                   disable=not progress, leave=False) as bar:
             for chunk in order.split(opts["batch_size"]):
-                types = None if self.compositions is None else composition_atom_types(drawn[chunk])  # (b, N)
+                types = self._token_types(drawn[chunk] if self.element_conditioned else counts[chunk])  # (b, N)
                 z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
                                          opts["steps"], opts["solver"], opts["guidance"], g,
                                          temperature=opts["temperature"], atom_types=types)

@@ -310,5 +310,11 @@ def test_generator_needs_compositions_exactly_for_an_element_conditioned_dit(tra
         MoleculeGenerator(*args)
     with pytest.raises(ValueError, match=r"compositions must be \(F, 101\)"):
         MoleculeGenerator(*args, compositions=table[:, :50], composition_weight=weight)
-    with pytest.raises(ValueError, match="no training composition of a molecule"):
-        MoleculeGenerator(*args, compositions=table, composition_weight=torch.tensor([[0.0], [1.0]]))
+    with pytest.raises(ValueError, match="no training composition is stored"):
+        MoleculeGenerator(*args, compositions=table, composition_weight=torch.zeros(2, 1))
+    # compositions of crystals only: molecules were not element-conditioned and draw an atom count
+    unconditioned = MoleculeGenerator(*args, compositions=table, composition_weight=torch.tensor([[0.0], [1.0]]),
+                                      sampling={"steps": 2})
+    assert not unconditioned.element_conditioned
+    sizes = set(torch.nonzero(plain.atom_count_hist[0]).flatten().tolist())
+    assert {len(types) for types, _ in unconditioned.sample_arrays(4, seed=0)} <= sizes

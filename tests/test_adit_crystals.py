@@ -12,6 +12,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 from torch_geometric.data import Batch
 
+from dit3d.api import CrystalGenerator, MoleculeGenerator
 from dit3d.data import QM9, CrystalDataset, JointDataModule, MixedBatchSampler, shared_fields
 from dit3d.models import ADiTAutoencoderModule, ADiTLatentModule
 from dit3d.models.adit_autoencoder import min_image
@@ -308,3 +309,39 @@ def test_latent_dit_trains_on_joint_data_with_spacegroups(qm9_root, crystal_csvs
     assert plain.dit.y_embed.null_class == 2  # off by default: the molecule-only label layout
     with pytest.raises(ValueError, match="without space groups"):
         plain.label_for(CRYSTAL, 225)
+
+
+def test_molecule_only_element_conditioning_leaves_crystals_generating_their_elements(qm9_root, crystal_csvs,
+                                                                                     tmp_path):
+    torch.manual_seed(0)
+    crystals = {"train_files": [crystal_csvs["train"]], "val_files": [crystal_csvs["val"]],
+                "root": crystal_csvs["cache"], "progress": False}
+    dm = JointDataModule(qm9={"train_subset": 32, "val_subset": 4}, crystals=crystals, batch_size=8,
+                         crystal_fraction=0.5, batches_per_epoch=2)
+    ae = AtomAutoencoder(hidden_size=24, depth=1, num_heads=4, latent_dim=4)
+    latent = ADiTLatentModule(ae.config, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, warmup_steps=1,
+                              stats_batches=2, max_atoms=32, element_conditioning="molecules")
+    latent.autoencoder.load_state_dict(ae.state_dict())
+    trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=1,
+                      num_sanity_val_steps=0, val_check_interval=2, callbacks=[], enable_checkpointing=False)
+    trainer.fit(latent, datamodule=dm)
+    # tokens of molecules carry their elements, tokens of crystals (and padding) label 0
+    atoms = Atoms.from_pyg(next(iter(dm.train_dataloader())))
+    labels = latent.token_kwargs(atoms)["token_labels"]  # (B, N)
+    mol = atoms.dataset_idx == MOLECULE
+    assert mol.any() and (~mol).any()
+    assert torch.equal(labels[mol], atoms.atom_types[mol].long()) and (labels[~mol] == 0).all()
+    # only molecules' formulas are stored: 32 molecules, no crystal
+    assert latent.composition_weight[MOLECULE].sum() == 32 and latent.composition_weight[CRYSTAL].sum() == 0
+    assert (latent.composition_weight.sum(0) > 0).all()  # no formula of a crystal only
+    mols = MoleculeGenerator.from_lightning(latent, {"steps": 2})
+    xtals = CrystalGenerator.from_lightning(latent, {"steps": 2})
+    assert mols.element_conditioned and not xtals.element_conditioned
+    formulas = {tuple(r) for r in latent.compositions.tolist()}
+    for types, _ in mols.sample_arrays(4, seed=0):  # each molecule has the size of a stored formula
+        assert len(types) in {sum(f) for f in formulas}
+    sizes = set(torch.nonzero(latent.atom_count_hist[CRYSTAL]).flatten().tolist())
+    assert {len(c[0]) for c in xtals.sample_arrays(4, seed=0)} <= sizes  # crystals draw an atom count
+    with pytest.raises(ValueError, match="element_conditioning must be true, false, 'molecules' or 'crystals'"):
+        ADiTLatentModule(ae.config, preset="DiT-Mini", depth=1, element_conditioning="atoms")

@@ -55,3 +55,28 @@ def test_probes_refuse_bad_sigmas_and_mixed_kinds(gen, atoms):
         decoder_tolerance(gen.autoencoder, mixed, [0.0])
     with pytest.raises(ValueError, match="mixes kinds"):
         partial_flow(gen, mixed, [0.5])
+
+
+def test_partial_flow_gives_an_element_conditioned_dit_the_real_elements(atoms):
+    ae = {"hidden_size": 32, "depth": 1, "num_heads": 4, "latent_dim": 4}
+    latent = ADiTLatentModule(ae, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, max_atoms=8,
+                              element_conditioning=True)
+    randomize_(latent, std=0.05)
+    latent.atom_count_hist[0, 3] = 1
+    latent.compositions = torch.zeros(1, 101, dtype=torch.long)
+    latent.compositions[0, [1, 8]] = torch.tensor([2, 1])
+    latent.composition_weight = torch.tensor([[1.0], [0.0]])
+    gen = MoleculeGenerator.from_lightning(latent)
+
+    def flow_end() -> torch.Tensor:
+        (decoded, rmse), = partial_flow(gen, atoms, [0.5], steps=2, generator=torch.Generator().manual_seed(0)).values()
+        return torch.tensor(rmse)
+
+    before = flow_end()
+    shift = torch.randn(2, gen.dit.token_embed.embedding_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # a random direction: a constant one would vanish in the layer norms
+        gen.dit.token_embed.weight[0] += shift[0]  # label 0: padding only, which attention masks out
+    assert torch.allclose(flow_end(), before)
+    with torch.no_grad():
+        gen.dit.token_embed.weight[8] += shift[1]  # the oxygens
+    assert not torch.allclose(flow_end(), before)

@@ -69,6 +69,20 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     return model
 
 
+def element_kinds(element_conditioning: bool | str) -> tuple[int, ...]:
+    """The system kinds an ``element_conditioning`` setting gives the DiT elements for:
+    ``True`` both, ``"molecules"`` / ``"crystals"`` one, ``False`` none.
+
+    >>> element_kinds("molecules"), element_kinds(True), element_kinds(False)
+    ((0,), (0, 1), ())
+    """
+    choices = {False: (), True: (MOLECULE, CRYSTAL), "molecules": (MOLECULE,), "crystals": (CRYSTAL,)}
+    if not isinstance(element_conditioning, (bool, str)) or element_conditioning not in choices:
+        raise ValueError(f"element_conditioning must be true, false, 'molecules' or 'crystals', "
+                         f"got {element_conditioning!r}")
+    return choices[element_conditioning]
+
+
 def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
     """Rebuild a trained :class:`ADiTLatentModule` from its Lightning ``.ckpt`` without
     unpickling code (``weights_only=True``) and without the stage-1 file."""
@@ -119,8 +133,11 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             composition. The training set's compositions are kept (``compositions``
             ``(F, max_z + 1)`` element counts, ``composition_weight`` ``(2, F)`` systems of
             each kind with that composition), and generators draw a composition from
-            them where the plain model draws an atom count. Off by default (ADiT
-            generates the elements).
+            them where the plain model draws an atom count. ``"molecules"`` (or
+            ``"crystals"``) conditions that kind only: the other kind's tokens get label 0
+            (no element given; no element has atomic number 0) and it still generates its
+            elements, so a joint model's crystal compositions can stay novel while its
+            molecules get a training formula. Off by default (ADiT generates the elements).
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
@@ -128,16 +145,17 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  prediction: str = "velocity", time_sampling: str = "uniform", self_condition_prob: float = 0.5,
                  lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
                  max_atoms: int = 64, ema_decay: float = 0.999, spacegroup_conditioning: bool = False,
-                 spacegroup_dropout: float = 0.2, element_conditioning: bool = False) -> None:
+                 spacegroup_dropout: float = 0.2, element_conditioning: bool | str = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
         self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
         if not 0.0 <= spacegroup_dropout <= 1.0:
             raise ValueError(f"spacegroup_dropout must lie in [0, 1], got {spacegroup_dropout!r}")
+        self.element_kinds = element_kinds(element_conditioning)
         latent = self.autoencoder.latent_dim
         num_classes = 2 + NUM_SPACEGROUPS if spacegroup_conditioning else 2
-        token_classes = self.autoencoder.max_z + 1 if element_conditioning else 0
+        token_classes = self.autoencoder.max_z + 1 if self.element_kinds else 0
         self.dit = DiT(latent, time_scale=1000.0, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
                        num_classes=num_classes, class_dropout=class_dropout, self_condition=self_condition_prob > 0,
                        token_classes=token_classes)
@@ -147,7 +165,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         self.register_buffer("latent_std", torch.ones(latent))
         self.register_buffer("atom_count_hist", torch.zeros(2, max_atoms + 1))  # per kind
         self.register_buffer("stats_ready", torch.tensor(False))
-        if element_conditioning:  # filled by measure_compositions; sized by the data, so loading resizes them
+        if self.element_kinds:  # filled by measure_compositions; sized by the data, so loading resizes them
             self.register_buffer("compositions", torch.zeros(0, self.autoencoder.max_z + 1, dtype=torch.long))
             self.register_buffer("composition_weight", torch.zeros(2, 0))
 
@@ -182,18 +200,21 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         hist.index_put_((kinds.to(hist.device), counts.to(hist.device)), torch.ones_like(hist[0, 0]).expand(len(counts)),
                         accumulate=True)
         self.atom_count_hist.copy_(hist)
-        if self.hparams.get("element_conditioning"):
+        if self.element_kinds:
             self.measure_compositions(dataset)
         self.stats_ready.fill_(True)
 
     @torch.no_grad()
     def measure_compositions(self, dataset) -> None:
         """The distinct compositions of ``dataset`` and how many systems of each kind have
-        each (``compositions``, ``composition_weight``), for an element-conditioned model."""
+        each (``compositions``, ``composition_weight``), for an element-conditioned model;
+        only the conditioned kinds' systems are counted, so an unconditioned kind's row is 0."""
+        kinds = graph_values(dataset, "dataset_idx").long()  # (M,)
         counts = element_counts(dataset, self.autoencoder.max_z + 1)  # (M, Z + 1)
-        table, which = torch.unique(counts, dim=0, return_inverse=True)  # (F, Z + 1), (M,)
+        keep = torch.isin(kinds, torch.tensor(self.element_kinds, dtype=torch.long))
+        table, which = torch.unique(counts[keep], dim=0, return_inverse=True)  # (F, Z + 1), (M',)
         weight = torch.zeros(2, len(table))
-        weight.index_put_((graph_values(dataset, "dataset_idx").long(), which), torch.ones(len(which)), accumulate=True)
+        weight.index_put_((kinds[keep], which), torch.ones(len(which)), accumulate=True)
         device = self.latent_mean.device
         self.compositions, self.composition_weight = table.to(device), weight.to(device)
 
@@ -234,9 +255,13 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         return torch.where(keep, 1 + sg, y)
 
     def token_kwargs(self, atoms: Atoms) -> dict[str, Tensor]:
-        """The DiT's per-token labels, ``{"token_labels": atom_types}`` with
-        ``element_conditioning``, else nothing."""
-        return {"token_labels": atoms.atom_types} if self.hparams.get("element_conditioning") else {}
+        """The DiT's per-token labels with ``element_conditioning``, ``{"token_labels":
+        (B, N)}``: the atomic numbers of the conditioned kinds' systems, 0 elsewhere (and
+        at padding); without it nothing."""
+        if not self.element_kinds:
+            return {}
+        given = torch.isin(atoms.dataset_idx, torch.tensor(self.element_kinds, device=atoms.dataset_idx.device))
+        return {"token_labels": atoms.atom_types.long() * given[:, None]}  # (B, N)
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> Tensor:

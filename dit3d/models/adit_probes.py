@@ -73,6 +73,9 @@ def partial_flow(gen, atoms: Atoms, t0s: Sequence[float], steps: int = 20,
         steps: Heun steps from ``t0`` to 1.
     """
     m, kind = atoms.mask, _one_kind(atoms)
+    # an element-conditioned DiT is given the real elements (label 0 where its kind is not conditioned)
+    given = gen.composition_weight is not None and float(gen.composition_weight[kind].sum()) > 0
+    types = None if gen.dit.token_embed is None else atoms.atom_types.long() * given  # (B, N)
     mean, _ = gen.autoencoder.encode(atoms)
     z1 = (mean - gen.latent_mean) / gen.latent_std * m[..., None]  # (B, N, L)
     out = {}
@@ -82,7 +85,7 @@ def partial_flow(gen, atoms: Atoms, t0s: Sequence[float], steps: int = 20,
         noise = torch.randn(z1.shape, generator=generator).to(z1)
         x = ((1 - t0) * noise + t0 * z1) * m[..., None]  # (B, N, L)
         z, _ = sample_latents(gen.dit, gen.flow, m.sum(-1), gen.latent_mean, gen.latent_std, kind, steps, "heun",
-                              x0=x, t_start=t0)  # (B, N, L), de-standardised
+                              x0=x, t_start=t0, atom_types=types)  # (B, N, L), de-standardised
         rmse = float(((z - mean) / gen.latent_std)[m].square().mean().sqrt())
         out[t0] = (_split(*decode_atoms(gen.autoencoder, z, m, kind), m), rmse)
     return out
