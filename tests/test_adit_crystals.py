@@ -276,7 +276,9 @@ def test_joint_datamodule_mixes_kinds_in_the_configured_ratio(qm9_root, crystal_
 
 
 # ------------------------------------------------------------------------ latent DiT
-def test_latent_dit_trains_on_joint_data_with_spacegroups(qm9_root, crystal_csvs, tmp_path):
+def fit_tiny_joint_latent(crystal_csvs, tmp_path, **options):
+    """A DiT-Mini latent model fitted two steps on 32 QM9 molecules and the test crystals,
+    with ``options`` for :class:`ADiTLatentModule`; returns (module, trainer, data, autoencoder)."""
     torch.manual_seed(0)
     crystals = {"train_files": [crystal_csvs["train"]], "val_files": [crystal_csvs["val"]],
                 "root": crystal_csvs["cache"], "progress": False}
@@ -284,12 +286,17 @@ def test_latent_dit_trains_on_joint_data_with_spacegroups(qm9_root, crystal_csvs
                          crystal_fraction=0.5, batches_per_epoch=2)
     ae = AtomAutoencoder(hidden_size=24, depth=1, num_heads=4, latent_dim=4)
     latent = ADiTLatentModule(ae.config, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, warmup_steps=1,
-                              stats_batches=2, max_atoms=32, spacegroup_conditioning=True)
+                              stats_batches=2, max_atoms=32, **options)
     latent.autoencoder.load_state_dict(ae.state_dict())
     trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=1,
                       num_sanity_val_steps=0, val_check_interval=2, callbacks=[], enable_checkpointing=False)
     trainer.fit(latent, datamodule=dm)
+    return latent, trainer, dm, ae
+
+
+def test_latent_dit_trains_on_joint_data_with_spacegroups(qm9_root, crystal_csvs, tmp_path):
+    latent, trainer, dm, ae = fit_tiny_joint_latent(crystal_csvs, tmp_path, spacegroup_conditioning=True)
     assert trainer.global_step == 2
     hist = latent.atom_count_hist
     assert hist[MOLECULE].sum() == 32 and hist[CRYSTAL].sum() == len(structures())  # per-kind histograms
@@ -313,19 +320,7 @@ def test_latent_dit_trains_on_joint_data_with_spacegroups(qm9_root, crystal_csvs
 
 def test_molecule_only_element_conditioning_leaves_crystals_generating_their_elements(qm9_root, crystal_csvs,
                                                                                      tmp_path):
-    torch.manual_seed(0)
-    crystals = {"train_files": [crystal_csvs["train"]], "val_files": [crystal_csvs["val"]],
-                "root": crystal_csvs["cache"], "progress": False}
-    dm = JointDataModule(qm9={"train_subset": 32, "val_subset": 4}, crystals=crystals, batch_size=8,
-                         crystal_fraction=0.5, batches_per_epoch=2)
-    ae = AtomAutoencoder(hidden_size=24, depth=1, num_heads=4, latent_dim=4)
-    latent = ADiTLatentModule(ae.config, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, warmup_steps=1,
-                              stats_batches=2, max_atoms=32, element_conditioning="molecules")
-    latent.autoencoder.load_state_dict(ae.state_dict())
-    trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=1,
-                      num_sanity_val_steps=0, val_check_interval=2, callbacks=[], enable_checkpointing=False)
-    trainer.fit(latent, datamodule=dm)
+    latent, _, dm, ae = fit_tiny_joint_latent(crystal_csvs, tmp_path, element_conditioning="molecules")
     # tokens of molecules carry their elements, tokens of crystals (and padding) label 0
     atoms = Atoms.from_pyg(next(iter(dm.train_dataloader())))
     labels = latent.token_kwargs(atoms)["token_labels"]  # (B, N)
