@@ -160,7 +160,8 @@ def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder
     provenance = json.loads((folder / "config.json").read_text())["provenance"]
     assert "joint_decoder_cpu.yaml" in provenance["command_decoder"]  # the decoder was fine-tuned
     assert "fine-tuned decoder" in provenance["autoencoder_from"]  # and the latent DiT trained on its folder
-    assert "joint_ldm_long_cpu.yaml" in provenance["command_latent"]
+    assert "joint_ldm_long_cpu.yaml" in provenance["command_latent"]  # 150 min, then continued to 300
+    assert "joint_ldm_300_cpu.yaml --ckpt_path runs/adit_joint_ldm_long_cpu" in provenance["command_latent"]
     crystals = CrystalGenerator.from_pretrained("adit-joint-cpu").sample_set(3, seed=0, steps=4)
     assert crystals.num_records == 3 and all(s.volume > 0 for s in crystals.structures)
     mols = MoleculeGenerator.from_pretrained("adit-joint-cpu").sample_arrays(2, seed=0, steps=4)
