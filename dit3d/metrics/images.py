@@ -134,16 +134,6 @@ def real_digits(split: str, image_size: int = 16, resize: str = "bilinear", test
     return ds.images, ds.labels
 
 
-def _shift_batch(x: Tensor, g: torch.Generator, max_shift: int) -> Tensor:
-    """Translate each image by up to ``max_shift`` pixels per axis (background -1 fills in)."""
-    if max_shift == 0:
-        return x
-    S = x.shape[-1]
-    padded = F.pad(x, (max_shift,) * 4, value=-1.0)
-    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=g)
-    return torch.stack([padded[i, :, dy:dy + S, dx:dx + S] for i, (dy, dx) in enumerate(offsets.tolist())])
-
-
 def train_digit_classifier(seed: int = 0, epochs: int = 60, batch_size: int = 64, lr: float = 2e-3,
                            weight_decay: float = 1e-4, max_shift: int = 1, image_size: int = 16,
                            resize: str = "bilinear", test_fraction: float = 0.2, split_seed: int = 0,
@@ -151,39 +141,25 @@ def train_digit_classifier(seed: int = 0, epochs: int = 60, batch_size: int = 64
     """Train :class:`DigitClassifier` on the train split of the digits; report test accuracy.
 
     AdamW with a cosine learning-rate decay, cross-entropy, random translations of up to
-    ``max_shift`` pixels as augmentation. Initialisation, shuffling and augmentation all
-    come from ``seed`` (torch's global random state is restored afterwards), so on one
-    CPU thread a rerun gives the same weights.
+    ``max_shift`` pixels as augmentation, in a Lightning ``Trainer``
+    (:func:`dit3d.models.digit_classifier.fit_digit_classifier`; ``progress`` shows its
+    progress bar). Initialisation, shuffling and augmentation all come from ``seed``
+    (torch's global random state is restored afterwards), so on one CPU thread a rerun on
+    the same machine gives the same weights.
 
     Returns:
         the classifier (eval mode) and a JSON-ready record: accuracies, seed, split,
         training settings, wall time and package versions.
     """
+    from dit3d.models.digit_classifier import fit_digit_classifier
+
     train_x, train_y = real_digits("train", image_size, resize, test_fraction, split_seed)
     test_x, test_y = real_digits("test", image_size, resize, test_fraction, split_seed)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # the caller's global random state stays as it was
         torch.manual_seed(seed)
         net = DigitClassifier(image_size=image_size, feature_dim=feature_dim)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = -(-len(train_y) // batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    net.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(train_y), generator=g)
-        total = 0.0
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(net(_shift_batch(train_x[idx], g, max_shift)), train_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        if progress:
-            print(f"epoch {epoch + 1}/{epochs}: train loss {total / len(train_y):.4f}", file=sys.stderr)
-    net.eval()
+        fit_digit_classifier(net, train_x, train_y, seed, epochs, batch_size, lr, weight_decay, max_shift, progress)
     info = {
         "test_accuracy": round(class_conditional_accuracy(test_x, test_y, net), 4),
         "train_accuracy": round(class_conditional_accuracy(train_x, train_y, net), 4),
@@ -468,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write (e.g. data/digits_classifier)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--quiet", action="store_true", help="no per-epoch loss")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     net, info = train_digit_classifier(seed=args.seed, epochs=args.epochs, progress=not args.quiet)
     command = " ".join(["python -m dit3d.metrics.images", *(argv if argv is not None else sys.argv[1:])])
