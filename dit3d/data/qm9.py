@@ -344,6 +344,17 @@ def qm9_smiles(split: str = "train", root: str | None = None) -> list[str]:
     return QM9(root=root, split=split).smiles
 
 
+def _storage_with(dataset: Sequence[Data], key: str) -> Data | None:
+    """An :class:`InMemoryDataset`'s collated storage if it holds ``key``, else None."""
+    storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
+    return storage if isinstance(storage, Data) and key in storage else None
+
+
+def _stored_rows(dataset: InMemoryDataset) -> Tensor:
+    """``(M,)`` indices of the stored systems a (possibly sliced) dataset view holds."""
+    return torch.as_tensor(list(dataset.indices()), dtype=torch.long)
+
+
 def graph_values(dataset: Sequence[Data], key: str) -> Tensor:
     """A per-system scalar field (``num_atoms``, ``dataset_idx``...), ``(M,)``, in dataset
     order. Reads an :class:`InMemoryDataset`'s storage without materialising the systems;
@@ -352,12 +363,10 @@ def graph_values(dataset: Sequence[Data], key: str) -> Tensor:
     answers for itself."""
     if callable(getattr(dataset, "graph_values", None)):
         return dataset.graph_values(key)
-    storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
-    if isinstance(storage, Data) and key in storage:
+    storage = _storage_with(dataset, key)
+    if storage is not None:
         values = storage[key].view(-1)
-        if dataset._indices is not None:
-            values = values[torch.as_tensor(list(dataset.indices()), dtype=torch.long)]
-        return values
+        return values if dataset._indices is None else values[_stored_rows(dataset)]
     if key == "num_atoms":
         return torch.tensor([int(d.num_nodes) for d in dataset], dtype=torch.long)
     return torch.cat([d[key].view(-1) for d in dataset])
@@ -375,10 +384,10 @@ def element_counts(dataset: Sequence[Data], num_types: int) -> Tensor:
     """
     if callable(getattr(dataset, "element_counts", None)):
         return dataset.element_counts(num_types)
-    storage = getattr(dataset, "_data", None) if isinstance(dataset, InMemoryDataset) else None
-    if isinstance(storage, Data) and "atom_types" in storage and dataset.slices is not None:
+    storage = _storage_with(dataset, "atom_types")
+    if storage is not None and dataset.slices is not None:
         types, sizes = storage.atom_types.long(), dataset.slices["atom_types"].diff()
-        rows = torch.as_tensor(list(dataset.indices()), dtype=torch.long)  # the stored systems this view holds
+        rows = _stored_rows(dataset)
     else:
         parts = [d.atom_types.long().view(-1) for d in dataset]
         types = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
