@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +35,9 @@ __all__ = ["ADiTGenerator", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
 SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size", "temperature")
 
 #: pretrained-folder kind by the set of system kinds the model was trained on
+#: what to do when an element-conditioned model lacks its training compositions
+REMEASURE = ("call ADiTLatentModule.measure_compositions(train_dataset) with the data it was trained on "
+             "(a fresh `dit3d fit` does), then export again")
 FOLDER_KINDS = {(MOLECULE,): "adit-molecules", (CRYSTAL,): "adit-crystals", (MOLECULE, CRYSTAL): "adit-joint"}
 
 
@@ -61,9 +64,12 @@ class ADiTGenerator:
         compositions, composition_weight: for a DiT conditioned on each atom's element
             (``token_classes``): the training compositions ``(F, Z + 1)`` (element counts)
             and ``(2, F)`` how many training systems of each kind have each; sampling then
-            draws a composition instead of an atom count. A kind whose row is all zero was
-            not element-conditioned (``element_conditioning="molecules"`` and crystals):
-            it draws an atom count and gives the DiT no elements (label 0).
+            draws a composition instead of an atom count.
+        element_kinds: the kinds whose elements the DiT was trained to be given
+            (:attr:`ADiTLatentModule.element_kinds <dit3d.models.ADiTLatentModule>`); a
+            kind outside them (crystals of ``element_conditioning="molecules"``) draws an
+            atom count and gives the DiT label 0 (no element). ``None``: the kinds with
+            stored compositions (folders written before this was saved).
     """
 
     SYSTEM: ClassVar[int]
@@ -71,7 +77,7 @@ class ADiTGenerator:
     def __init__(self, autoencoder: AtomAutoencoder, dit: DiT, flow: FlowMatching, latent_mean: Tensor,
                  latent_std: Tensor, atom_count_hist: Tensor, sampling: dict[str, Any] | None = None,
                  flow_config: dict[str, Any] | None = None, compositions: Tensor | None = None,
-                 composition_weight: Tensor | None = None) -> None:
+                 composition_weight: Tensor | None = None, element_kinds: Sequence[int] | None = None) -> None:
         hist = atom_count_hist.detach().cpu().float()
         if hist.dim() == 1:  # folders written before crystals: molecules only
             hist = torch.stack([hist, torch.zeros_like(hist)])
@@ -85,6 +91,7 @@ class ADiTGenerator:
         self.latent_mean, self.latent_std = latent_mean, latent_std
         self.atom_count_hist = hist
         self.compositions, self.composition_weight = self._check_compositions(dit, compositions, composition_weight)
+        self.element_kinds = self._check_element_kinds(element_kinds)
         self.sampling = {"steps": 100, "solver": "euler", "guidance": 1.0, "batch_size": 256, "temperature": 1.0,
                          **(sampling or {})}  # folders written before temperature existed sample at 1
         self.flow_config = flow_config or {}
@@ -105,13 +112,33 @@ class ADiTGenerator:
             raise ValueError(f"compositions must be (F, {Z}) and composition_weight (2, F), got "
                              f"{tuple(table.shape)} and {tuple(weight.shape)}")
         if float(weight.sum()) <= 0:
-            raise ValueError("no training composition is stored (composition_weight is all zero)")
+            raise ValueError(f"no training composition is stored (composition_weight is all zero): {REMEASURE}")
         return table, weight
+
+    def _check_element_kinds(self, kinds: Sequence[int] | None) -> tuple[int, ...]:
+        if self.compositions is None:
+            if kinds:
+                raise ValueError(f"element_kinds {list(kinds)} given for a DiT without element conditioning")
+            return ()
+        if kinds is None:  # folders from before element_kinds was saved: the kinds with compositions
+            kinds = [k for k in (MOLECULE, CRYSTAL) if float(self.composition_weight[k].sum()) > 0]
+        kinds = tuple(sorted({int(k) for k in kinds}))
+        if not set(kinds) <= {MOLECULE, CRYSTAL}:
+            raise ValueError(f"element_kinds must be system kinds {MOLECULE} (molecule) / {CRYSTAL} (crystal), "
+                             f"got {list(kinds)}")
+        if self.SYSTEM in kinds and float(self.composition_weight[self.SYSTEM].sum()) <= 0:
+            raise ValueError(f"the DiT was trained with the elements of {KIND_NAMES[self.SYSTEM]}s given, but no "
+                             f"{KIND_NAMES[self.SYSTEM]} composition is stored: {REMEASURE}")
+        return kinds
+
+    def kind_conditioned(self, kind: int) -> bool:
+        """Whether systems of ``kind`` give the DiT their elements (see ``element_kinds``)."""
+        return kind in self.element_kinds
 
     @property
     def element_conditioned(self) -> bool:
         """Whether this generator's kind is sampled from a given composition."""
-        return self.composition_weight is not None and float(self.composition_weight[self.SYSTEM].sum()) > 0
+        return self.kind_conditioned(self.SYSTEM)
 
     @property
     def spacegroup_conditioning(self) -> bool:
@@ -168,8 +195,8 @@ class ADiTGenerator:
         """From a trained :class:`~dit3d.models.ADiTLatentModule` (its EMA network)."""
         hp = module.hparams
         flow_config = dict(prediction=hp.prediction, self_condition_prob=hp.self_condition_prob)
-        tables = {"compositions": module.compositions.clone(), "composition_weight": module.composition_weight.clone()} \
-            if hp.get("element_conditioning") else {}
+        tables = {"compositions": module.compositions.clone(), "composition_weight": module.composition_weight.clone(),
+                  "element_kinds": module.element_kinds} if module.element_kinds else {}
         return cls(module.autoencoder, module.sampling_dit, module.flow, module.latent_mean.clone(),
                    module.latent_std.clone(), module.atom_count_hist.clone(), sampling, flow_config, **tables)
 
@@ -207,7 +234,7 @@ class ADiTGenerator:
         try:
             return cls(ae.eval(), dit.eval(), flow, weights["latent_mean"], weights["latent_std"],
                        weights["atom_count_hist"], config.get("sampling"), config["flow"],
-                       weights.get("compositions"), weights.get("composition_weight"))
+                       weights.get("compositions"), weights.get("composition_weight"), config.get("element_kinds"))
         except ValueError as e:  # e.g. bad stored sampling defaults, a histogram of the wrong shape
             raise PretrainedError(f"{directory}: {e}; re-export the model") from None
 
@@ -233,6 +260,8 @@ class ADiTGenerator:
             state |= {"compositions": self.compositions, "composition_weight": self.composition_weight}
         config = {"autoencoder": self.autoencoder.config, "dit": self.dit.config, "flow": self.flow_config,
                   "sampling": self.sampling, "weights_dtype": weights_dtype}
+        if self.element_kinds:
+            config["element_kinds"] = list(self.element_kinds)
         clash = set(extra or {}) & (set(config) | {"kind"})
         if clash:
             raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
@@ -280,18 +309,20 @@ class ADiTGenerator:
     def _iter_batches(self, n: int, seed: int | None, opts: dict[str, Any], label: int,
                       progress: bool) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
         g = torch.Generator().manual_seed(seed if seed is not None else torch.Generator().seed())
-        if self.element_conditioned:
+        given = self.element_conditioned
+        if given:
             drawn = self.compositions[torch.multinomial(self.composition_weight[self.SYSTEM], n, replacement=True,
                                                         generator=g)]  # (n, Z + 1)
             counts = drawn.sum(-1)  # (n,)
         else:
             counts = torch.multinomial(self.atom_count_hist[self.SYSTEM], n, replacement=True, generator=g)  # (n,)
+            drawn = counts
         order = torch.argsort(counts, stable=True)  # similar sizes share a batch: little padding
         self.autoencoder.eval()
         with tqdm(total=n, desc=f"sampling {KIND_NAMES[self.SYSTEM]}s", unit=KIND_NAMES[self.SYSTEM],
                   disable=not progress, leave=False) as bar:
             for chunk in order.split(opts["batch_size"]):
-                types = self._token_types(drawn[chunk] if self.element_conditioned else counts[chunk])  # (b, N)
+                types = self._token_types(drawn[chunk])  # (b, N) or None
                 z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
                                          opts["steps"], opts["solver"], opts["guidance"], g,
                                          temperature=opts["temperature"], atom_types=types)

@@ -284,7 +284,12 @@ def test_element_conditioned_latent_dit_trains_samples_and_reloads(trained, qm9_
     with pytest.raises(ValueError, match=r"atom_types must be \(2, 4\)"):
         reloaded.sample_latents(torch.tensor([4, 3]), atom_types=types[:, :3], **args)
 
+    with pytest.raises(ValueError, match="gives the elements of crystals, but the training data holds none"):
+        ADiTLatentModule(trained["ae"].autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4,
+                         element_conditioning="crystals").measure_compositions(data.train_dataset)
+
     gen = MoleculeGenerator.from_lightning(reloaded, {"steps": 2})
+    assert gen.element_kinds == (0, 1) and gen.element_conditioned
     gen.save_pretrained(tmp / "elements_gen")
     gen = MoleculeGenerator.from_pretrained(tmp / "elements_gen")
     assert torch.equal(gen.compositions, reloaded.compositions)
@@ -298,7 +303,7 @@ def test_generator_needs_compositions_exactly_for_an_element_conditioned_dit(tra
     latent = trained["latent"]
     ae = latent.autoencoder
     plain = MoleculeGenerator.from_lightning(latent)
-    args = (ae, plain.dit, plain.flow, plain.latent_mean, plain.latent_std, plain.atom_count_hist)
+    args = plain_args = (ae, plain.dit, plain.flow, plain.latent_mean, plain.latent_std, plain.atom_count_hist)
     table, weight = torch.zeros(1, 101, dtype=torch.long), torch.ones(2, 1)
     with pytest.raises(ValueError, match="without element conditioning"):
         MoleculeGenerator(*args, compositions=table, composition_weight=weight)
@@ -310,9 +315,14 @@ def test_generator_needs_compositions_exactly_for_an_element_conditioned_dit(tra
         MoleculeGenerator(*args)
     with pytest.raises(ValueError, match=r"compositions must be \(F, 101\)"):
         MoleculeGenerator(*args, compositions=table[:, :50], composition_weight=weight)
-    with pytest.raises(ValueError, match="no training composition is stored"):
+    with pytest.raises(ValueError, match="no training composition is stored.*measure_compositions"):
         MoleculeGenerator(*args, compositions=table, composition_weight=torch.zeros(2, 1))
-    # compositions of crystals only: molecules were not element-conditioned and draw an atom count
+    with pytest.raises(ValueError, match="element_kinds must be system kinds"):
+        MoleculeGenerator(*args, compositions=table, composition_weight=weight, element_kinds=(2,))
+    with pytest.raises(ValueError, match="element_kinds .* without element conditioning"):
+        MoleculeGenerator(*plain_args, element_kinds=(0,))
+    # a folder without element_kinds (written before they were saved) with compositions of crystals
+    # only: molecules were not element-conditioned and draw an atom count
     unconditioned = MoleculeGenerator(*args, compositions=table, composition_weight=torch.tensor([[0.0], [1.0]]),
                                       sampling={"steps": 2})
     assert not unconditioned.element_conditioned

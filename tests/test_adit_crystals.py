@@ -3,6 +3,7 @@ augmentation, a mixed-batch autoencoder, the joint data module and the latent Di
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from dit3d.api import CrystalGenerator, MoleculeGenerator
 from dit3d.data import QM9, CrystalDataset, JointDataModule, MixedBatchSampler, shared_fields
 from dit3d.models import ADiTAutoencoderModule, ADiTLatentModule
 from dit3d.models.adit_autoencoder import min_image
+from dit3d.models.adit_latent import load_latent_checkpoint
 from dit3d.models.adit_sampling import cell_from_parameters, decode_crystals
 from dit3d.testing import randomize_
 from dit3d.tokenizers import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms, lattice_features, lattice_from_features
@@ -276,9 +278,10 @@ def test_joint_datamodule_mixes_kinds_in_the_configured_ratio(qm9_root, crystal_
 
 
 # ------------------------------------------------------------------------ latent DiT
-def fit_tiny_joint_latent(crystal_csvs, tmp_path, **options):
-    """A DiT-Mini latent model fitted two steps on 32 QM9 molecules and the test crystals,
-    with ``options`` for :class:`ADiTLatentModule`; returns (module, trainer, data, autoencoder)."""
+def fit_tiny_joint_latent(qm9_root, crystal_csvs, tmp_path, **options):
+    """A DiT-Mini latent model fitted two steps on 32 QM9 molecules (from ``qm9_root``, the
+    fixture that points QM9 at the test copy) and the test crystals, with ``options`` for
+    :class:`ADiTLatentModule`; returns (module, trainer, data, autoencoder)."""
     torch.manual_seed(0)
     crystals = {"train_files": [crystal_csvs["train"]], "val_files": [crystal_csvs["val"]],
                 "root": crystal_csvs["cache"], "progress": False}
@@ -296,7 +299,8 @@ def fit_tiny_joint_latent(crystal_csvs, tmp_path, **options):
 
 
 def test_latent_dit_trains_on_joint_data_with_spacegroups(qm9_root, crystal_csvs, tmp_path):
-    latent, trainer, dm, ae = fit_tiny_joint_latent(crystal_csvs, tmp_path, spacegroup_conditioning=True)
+    latent, trainer, dm, ae = fit_tiny_joint_latent(qm9_root, crystal_csvs, tmp_path,
+                                                       spacegroup_conditioning=True)
     assert trainer.global_step == 2
     hist = latent.atom_count_hist
     assert hist[MOLECULE].sum() == 32 and hist[CRYSTAL].sum() == len(structures())  # per-kind histograms
@@ -320,7 +324,8 @@ def test_latent_dit_trains_on_joint_data_with_spacegroups(qm9_root, crystal_csvs
 
 def test_molecule_only_element_conditioning_leaves_crystals_generating_their_elements(qm9_root, crystal_csvs,
                                                                                      tmp_path):
-    latent, _, dm, ae = fit_tiny_joint_latent(crystal_csvs, tmp_path, element_conditioning="molecules")
+    latent, trainer, dm, ae = fit_tiny_joint_latent(qm9_root, crystal_csvs, tmp_path,
+                                                 element_conditioning="molecules")
     # tokens of molecules carry their elements, tokens of crystals (and padding) label 0
     atoms = Atoms.from_pyg(next(iter(dm.train_dataloader())))
     labels = latent.token_kwargs(atoms)["token_labels"]  # (B, N)
@@ -338,5 +343,20 @@ def test_molecule_only_element_conditioning_leaves_crystals_generating_their_ele
         assert len(types) in {sum(f) for f in formulas}
     sizes = set(torch.nonzero(latent.atom_count_hist[CRYSTAL]).flatten().tolist())
     assert {len(c[0]) for c in xtals.sample_arrays(4, seed=0)} <= sizes  # crystals draw an atom count
+    assert torch.equal(xtals._token_types(torch.tensor([3, 5])), torch.zeros(2, 5, dtype=torch.long))  # label 0
+    # the conditioned kinds travel with the weights: checkpoint and pretrained folder
+    trainer.save_checkpoint(tmp_path / "mol_elements.ckpt")
+    reloaded = load_latent_checkpoint(tmp_path / "mol_elements.ckpt")
+    assert reloaded.element_kinds == (MOLECULE,) and reloaded.hparams.element_conditioning == "molecules"
+    xtals.save_pretrained(tmp_path / "joint_gen")
+    assert json.loads((tmp_path / "joint_gen" / "config.json").read_text())["element_kinds"] == [MOLECULE]
+    again = CrystalGenerator.from_pretrained(tmp_path / "joint_gen")
+    assert again.element_kinds == (MOLECULE,) and not again.element_conditioned
+    assert MoleculeGenerator.from_pretrained(tmp_path / "joint_gen").element_conditioned
+    # a model given crystals' elements too cannot sample crystals without their compositions
+    with pytest.raises(ValueError, match="elements of crystals given, but no crystal composition is stored"):
+        CrystalGenerator(xtals.autoencoder, xtals.dit, xtals.flow, xtals.latent_mean, xtals.latent_std,
+                         xtals.atom_count_hist, compositions=xtals.compositions,
+                         composition_weight=xtals.composition_weight, element_kinds=(MOLECULE, CRYSTAL))
     with pytest.raises(ValueError, match="element_conditioning must be true, false, 'molecules' or 'crystals'"):
         ADiTLatentModule(ae.config, preset="DiT-Mini", depth=1, element_conditioning="atoms")

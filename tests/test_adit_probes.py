@@ -80,3 +80,29 @@ def test_partial_flow_gives_an_element_conditioned_dit_the_real_elements(atoms):
     with torch.no_grad():
         gen.dit.token_embed.weight[8] += shift[1]  # the oxygens
     assert not torch.allclose(flow_end(), before)
+
+
+def test_partial_flow_gives_no_elements_for_a_kind_outside_the_conditioned_ones(atoms):
+    ae = {"hidden_size": 32, "depth": 1, "num_heads": 4, "latent_dim": 4}
+    latent = ADiTLatentModule(ae, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, max_atoms=8,
+                              element_conditioning="crystals")
+    randomize_(latent, std=0.05)
+    latent.atom_count_hist[:, 3] = 1
+    latent.compositions = torch.zeros(1, 101, dtype=torch.long)
+    latent.compositions[0, 6] = 2
+    latent.composition_weight = torch.tensor([[0.0], [1.0]])  # crystals' formulas only
+    gen = MoleculeGenerator.from_lightning(latent)
+    assert gen.element_kinds == (1,) and not gen.element_conditioned
+
+    def flow_end() -> torch.Tensor:
+        (_, rmse), = partial_flow(gen, atoms, [0.5], steps=2, generator=torch.Generator().manual_seed(0)).values()
+        return torch.tensor(rmse)
+
+    before = flow_end()
+    shift = torch.randn(2, gen.dit.token_embed.embedding_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        gen.dit.token_embed.weight[8] += shift[1]  # oxygen: not given to the DiT for molecules
+    assert torch.allclose(flow_end(), before)
+    with torch.no_grad():
+        gen.dit.token_embed.weight[0] += shift[0]  # label 0, which every molecule token gets
+    assert not torch.allclose(flow_end(), before)

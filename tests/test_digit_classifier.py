@@ -6,7 +6,7 @@ from dit3d.metrics.images import DigitClassifier, real_digits
 from dit3d.models.digit_classifier import EpochPermutation, fit_digit_classifier, shift_batch
 
 
-def reference_fit(net, x, y, seed, epochs, batch_size, lr, weight_decay, max_shift):
+def reference_fit(net, x, y, *, seed, epochs, batch_size, lr, weight_decay, max_shift):
     """The recipe written out by hand: one permutation per epoch, then one translation draw per batch."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -27,10 +27,10 @@ def reference_fit(net, x, y, seed, epochs, batch_size, lr, weight_decay, max_shi
 def test_lightning_fit_equals_the_reference_loop_bit_for_bit():
     x, y = (t[:100] for t in real_digits("train"))
     nets = []
+    settings = dict(seed=5, epochs=2, batch_size=32, lr=2e-3, weight_decay=1e-4, max_shift=1)  # batches 32, 32, 32, 4
     for fit in (fit_digit_classifier, reference_fit):
         torch.manual_seed(0)
-        net = DigitClassifier()
-        nets.append(fit(net, x, y, 5, 2, 32, 2e-3, 1e-4, 1))  # 100 images: batches of 32, 32, 32, 4
+        nets.append(fit(DigitClassifier(), x, y, **settings))
     ours, ref = (n.state_dict() for n in nets)
     assert all(torch.equal(ours[k], ref[k]) for k in ref)
     torch.manual_seed(0)

@@ -159,7 +159,8 @@ def train_digit_classifier(seed: int = 0, epochs: int = 60, batch_size: int = 64
     with torch.random.fork_rng(devices=[]):  # the caller's global random state stays as it was
         torch.manual_seed(seed)
         net = DigitClassifier(image_size=image_size, feature_dim=feature_dim)
-        fit_digit_classifier(net, train_x, train_y, seed, epochs, batch_size, lr, weight_decay, max_shift, progress)
+        fit_digit_classifier(net, train_x, train_y, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
+                             weight_decay=weight_decay, max_shift=max_shift, progress=progress)
     info = {
         "test_accuracy": round(class_conditional_accuracy(test_x, test_y, net), 4),
         "train_accuracy": round(class_conditional_accuracy(train_x, train_y, net), 4),

@@ -1,11 +1,14 @@
 """Stage 2 of ADiT: a latent DiT trained with flow matching on frozen autoencoder latents."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
+from torch_geometric.data import Data
 
 from dit3d.data.qm9 import element_counts, graph_values
 from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_latents
@@ -16,7 +19,7 @@ from dit3d.models.resume import RNGStateMixin
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
 from dit3d.pretrained import PretrainedError, load_state_strict
-from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
+from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import augment
 
 
@@ -69,11 +72,11 @@ def load_autoencoder(path: str | dict) -> AtomAutoencoder:
     return model
 
 
-def element_kinds(element_conditioning: bool | str) -> tuple[int, ...]:
+def conditioned_kinds(element_conditioning: bool | str) -> tuple[int, ...]:
     """The system kinds an ``element_conditioning`` setting gives the DiT elements for:
     ``True`` both, ``"molecules"`` / ``"crystals"`` one, ``False`` none.
 
-    >>> element_kinds("molecules"), element_kinds(True), element_kinds(False)
+    >>> conditioned_kinds("molecules"), conditioned_kinds(True), conditioned_kinds(False)
     ((0,), (0, 1), ())
     """
     choices = {False: (), True: (MOLECULE, CRYSTAL), "molecules": (MOLECULE,), "crystals": (CRYSTAL,)}
@@ -145,14 +148,15 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  prediction: str = "velocity", time_sampling: str = "uniform", self_condition_prob: float = 0.5,
                  lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
                  max_atoms: int = 64, ema_decay: float = 0.999, spacegroup_conditioning: bool = False,
-                 spacegroup_dropout: float = 0.2, element_conditioning: bool | str = False) -> None:
+                 spacegroup_dropout: float = 0.2,
+                 element_conditioning: bool | Literal["molecules", "crystals"] = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
         self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
         if not 0.0 <= spacegroup_dropout <= 1.0:
             raise ValueError(f"spacegroup_dropout must lie in [0, 1], got {spacegroup_dropout!r}")
-        self.element_kinds = element_kinds(element_conditioning)
+        self.element_kinds = conditioned_kinds(element_conditioning)  # kinds whose tokens carry their elements
         latent = self.autoencoder.latent_dim
         num_classes = 2 + NUM_SPACEGROUPS if spacegroup_conditioning else 2
         token_classes = self.autoencoder.max_z + 1 if self.element_kinds else 0
@@ -165,6 +169,9 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         self.register_buffer("latent_std", torch.ones(latent))
         self.register_buffer("atom_count_hist", torch.zeros(2, max_atoms + 1))  # per kind
         self.register_buffer("stats_ready", torch.tensor(False))
+        given = torch.zeros(2, dtype=torch.bool)
+        given[list(self.element_kinds)] = True
+        self.register_buffer("element_given", given, persistent=False)  # (2,) per kind, from the setting
         if self.element_kinds:  # filled by measure_compositions; sized by the data, so loading resizes them
             self.register_buffer("compositions", torch.zeros(0, self.autoencoder.max_z + 1, dtype=torch.long))
             self.register_buffer("composition_weight", torch.zeros(2, 0))
@@ -205,13 +212,17 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         self.stats_ready.fill_(True)
 
     @torch.no_grad()
-    def measure_compositions(self, dataset) -> None:
+    def measure_compositions(self, dataset: Sequence[Data]) -> None:
         """The distinct compositions of ``dataset`` and how many systems of each kind have
         each (``compositions``, ``composition_weight``), for an element-conditioned model;
         only the conditioned kinds' systems are counted, so an unconditioned kind's row is 0."""
         kinds = graph_values(dataset, "dataset_idx").long()  # (M,)
         counts = element_counts(dataset, self.autoencoder.max_z + 1)  # (M, Z + 1)
-        keep = torch.isin(kinds, torch.tensor(self.element_kinds, dtype=torch.long))
+        keep = self.element_given.cpu()[kinds]  # (M,)
+        if not bool(keep.any()):
+            names = " or ".join(KIND_NAMES[k] + "s" for k in self.element_kinds)
+            raise ValueError(f"element_conditioning={self.hparams.element_conditioning!r} gives the elements of "
+                             f"{names}, but the training data holds none; choose the kind it holds")
         table, which = torch.unique(counts[keep], dim=0, return_inverse=True)  # (F, Z + 1), (M',)
         weight = torch.zeros(2, len(table))
         weight.index_put_((kinds[keep], which), torch.ones(len(which)), accumulate=True)
@@ -260,7 +271,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         at padding); without it nothing."""
         if not self.element_kinds:
             return {}
-        given = torch.isin(atoms.dataset_idx, torch.tensor(self.element_kinds, device=atoms.dataset_idx.device))
+        given = self.element_given[atoms.dataset_idx]  # (B,)
         return {"token_labels": atoms.atom_types.long() * given[:, None]}  # (B, N)
 
     # ----------------------------------------------------------------- training
@@ -315,7 +326,9 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         """De-standardised latents for systems of the given sizes
         (:func:`~dit3d.models.adit_sampling.sample_latents` with the EMA network), guided
         towards ``kind`` (and ``spacegroup``, see :meth:`label_for`); ``atom_types``
-        ``(B, N)`` gives the elements to a model trained with ``element_conditioning``."""
+        ``(B, N)`` gives the elements to a model trained with ``element_conditioning``
+        (atomic numbers for a conditioned kind, zeros for a kind outside
+        :attr:`element_kinds`; None raises for such a model)."""
         return sample_latents(self.sampling_dit, self.flow, num_atoms, self.latent_mean, self.latent_std,
                               self.label_for(kind, spacegroup), steps, solver, guidance, generator,
                               atom_types=atom_types)

@@ -74,8 +74,7 @@ def partial_flow(gen, atoms: Atoms, t0s: Sequence[float], steps: int = 20,
     """
     m, kind = atoms.mask, _one_kind(atoms)
     # an element-conditioned DiT is given the real elements (label 0 where its kind is not conditioned)
-    given = gen.composition_weight is not None and float(gen.composition_weight[kind].sum()) > 0
-    types = None if gen.dit.token_embed is None else atoms.atom_types.long() * given  # (B, N)
+    types = None if gen.dit.token_embed is None else atoms.atom_types.long() * gen.kind_conditioned(kind)  # (B, N)
     mean, _ = gen.autoencoder.encode(atoms)
     z1 = (mean - gen.latent_mean) / gen.latent_std * m[..., None]  # (B, N, L)
     out = {}

@@ -1,6 +1,11 @@
 """Training the digit judge (:class:`~dit3d.metrics.images.DigitClassifier`) with Lightning."""
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
@@ -49,7 +54,7 @@ class DigitClassifierModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
@@ -63,7 +68,7 @@ class EpochPermutation(Sampler[int]):
     def __init__(self, n: int, generator: torch.Generator) -> None:
         self.n, self.generator = n, generator
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(torch.randperm(self.n, generator=self.generator).tolist())
 
     def __len__(self) -> int:
@@ -77,16 +82,34 @@ def digit_loader(images: Tensor, labels: Tensor, batch_size: int, generator: tor
                       sampler=EpochPermutation(len(labels), generator))
 
 
-def fit_digit_classifier(net: torch.nn.Module, images: Tensor, labels: Tensor, seed: int, epochs: int,
+def fit_digit_classifier(net: torch.nn.Module, images: Tensor, labels: Tensor, *, seed: int, epochs: int,
                          batch_size: int, lr: float, weight_decay: float, max_shift: int,
                          progress: bool = False) -> torch.nn.Module:
     """Train ``net`` in place for ``epochs`` on ``images`` ``(n, 1, S, S)`` / ``labels``
     ``(n,)`` with a Lightning ``Trainer`` on the CPU (no logger, no checkpoints: the caller
-    saves the result); shuffling and augmentation come from ``seed``. Returns ``net`` in eval mode."""
+    saves the result); shuffling and augmentation come from ``seed``. Without ``progress``
+    Lightning's own messages are silenced too. Returns ``net`` in eval mode."""
     g = torch.Generator().manual_seed(seed)
     steps = epochs * -(-len(labels) // batch_size)
     module = DigitClassifierModule(net, lr, weight_decay, steps, max_shift, g)
-    trainer = Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, train_dataloaders=digit_loader(images, labels, batch_size, g))
+    with contextlib.nullcontext() if progress else _quiet_lightning():
+        trainer = Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0)
+        trainer.fit(module, train_dataloaders=digit_loader(images, labels, batch_size, g))
     return net.eval()
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's info and warning messages (accelerators found, loader workers) off for a while."""
+    import warnings
+
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="lightning")
+            yield
+    finally:
+        log.setLevel(level)
