@@ -112,6 +112,12 @@ def test_bench_options_reach_only_benchmarks_that_take_them(capsys):
     assert "benchmark trunk takes no --num-samples" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="adit-crystals-compare: error: nope: neither a pretrained folder"):
         main(["adit-crystals-compare", "--checkpoint", "nope"])  # models load before any data is read
+    for name in ("adit-qm9", "adit-crystals"):  # one model instead of the shipped one, loaded first
+        with pytest.raises(SystemExit, match=f"{name}: error: nope: neither a pretrained folder"):
+            main([name, "--checkpoint", "nope"])
+    with pytest.raises(SystemExit):
+        main(["adit-qm9", "--checkpoint", "a", "--checkpoint", "b"])
+    assert "benchmark adit-qm9 scores one model: give --checkpoint once" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["adit-crystals-compare", "--num-samples", "0"])
     assert "--num-samples: must be a positive integer, got 0" in capsys.readouterr().err

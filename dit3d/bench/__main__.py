@@ -19,12 +19,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", choices=sorted(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke test, noisy numbers)")
     parser.add_argument("--checkpoint", action="append", dest="checkpoints", metavar="PATH_OR_NAME",
-                        help="a model to score (repeat to compare several; adit-crystals-compare)")
+                        help="the model to score instead of the shipped one (adit-qm9, adit-crystals); repeat "
+                             "to compare several (adit-crystals-compare)")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (adit-crystals-compare)")
     parser.add_argument("--num-samples", type=positive_int, help="samples per model and seed (adit-crystals-compare)")
     args = parser.parse_args(argv)
     retain_freed_memory()  # as the dit3d command does; `malloc` compares it with glibc's default
     extra = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    if "checkpoints" in extra and "checkpoint" in benchmark_parameters(args.name):  # scores one model
+        if len(extra["checkpoints"]) != 1:
+            parser.error(f"benchmark {args.name} scores one model: give --checkpoint once")
+        extra["checkpoint"] = extra.pop("checkpoints")[0]
     refused = sorted(set(extra) - benchmark_parameters(args.name))
     if refused:
         parser.error(f"benchmark {args.name} takes no {', '.join(OPTIONS[k] for k in refused)}")
