@@ -34,10 +34,10 @@ __all__ = ["ADiTGenerator", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
 
 SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size", "temperature")
 
-#: pretrained-folder kind by the set of system kinds the model was trained on
 #: what to do when an element-conditioned model lacks its training compositions
 REMEASURE = ("call ADiTLatentModule.measure_compositions(train_dataset) with the data it was trained on "
              "(a fresh `dit3d fit` does), then export again")
+#: pretrained-folder kind by the set of system kinds the model was trained on
 FOLDER_KINDS = {(MOLECULE,): "adit-molecules", (CRYSTAL,): "adit-crystals", (MOLECULE, CRYSTAL): "adit-joint"}
 
 
@@ -309,8 +309,7 @@ class ADiTGenerator:
     def _iter_batches(self, n: int, seed: int | None, opts: dict[str, Any], label: int,
                       progress: bool) -> Iterator[tuple[list[int], Tensor, Tensor, Tensor]]:
         g = torch.Generator().manual_seed(seed if seed is not None else torch.Generator().seed())
-        given = self.element_conditioned
-        if given:
+        if self.element_conditioned:
             drawn = self.compositions[torch.multinomial(self.composition_weight[self.SYSTEM], n, replacement=True,
                                                         generator=g)]  # (n, Z + 1)
             counts = drawn.sum(-1)  # (n,)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,8 +103,6 @@ def fit_digit_classifier(net: torch.nn.Module, images: Tensor, labels: Tensor, *
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Lightning's info and warning messages (accelerators found, loader workers) off for a while."""
-    import warnings
-
     log = logging.getLogger("lightning.pytorch")
     level = log.level
     log.setLevel(logging.ERROR)
