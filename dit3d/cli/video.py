@@ -57,9 +57,9 @@ def _generator(args: argparse.Namespace):
 
     path = args.checkpoint or DEFAULT_CHECKPOINT
     if args.checkpoint is None and not Path(path).is_dir():
-        raise SystemExit(f"no video model at {path}; train one (OMP_NUM_THREADS=1 dit3d fit -c "
+        raise SystemExit(f"no video model at {path}; train one (OMP_NUM_THREADS=2 dit3d fit -c "
                          "configs/video/moving_digits_cpu.yaml), export it (dit3d export video "
-                         "runs/video_moving_digits_cpu/checkpoints/last.ckpt -o DIR) and pass --checkpoint DIR")
+                         "runs/video_moving_digits_cpu/checkpoints/last.ckpt -o DIR --eta 1) and pass --checkpoint DIR")
     return apply_int8(VideoGenerator.from_pretrained(path), args).to(args.device)
 
 
