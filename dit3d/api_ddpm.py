@@ -139,7 +139,12 @@ class DDPMGenerator:
 
     # -------------------------------------------------------------- sampling
     def _checked_defaults(self, sampling: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
-        """``defaults`` overridden by ``sampling``, checked: the value of :attr:`sampling`."""
+        """``defaults`` overridden by ``sampling``, checked: the value of :attr:`sampling`. A
+        default DDIM step count above the schedule's ``T`` becomes ``T`` (a short schedule
+        cannot take more steps); one given in ``sampling`` is kept as it is."""
+        defaults = dict(defaults)
+        if isinstance(defaults.get("steps"), int):
+            defaults["steps"] = min(defaults["steps"], self.diffusion.num_timesteps)
         return self._options(dict(defaults, **(sampling or {})), check_only=True)
 
     def _options(self, options: dict[str, Any], check_only: bool = False) -> dict[str, Any]:

@@ -126,7 +126,7 @@ def test_export_with_a_fine_tuned_decoder_from_a_checkpoint_or_a_folder(stages, 
                    "--note", "why=test")
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = MoleculeGenerator.from_pretrained(tmp_path / "a"), MoleculeGenerator.from_pretrained(tmp_path / "b")
-    assert a.sampling["solver"] == "euler" and a.sampling["temperature"] == 1.0  # a .ckpt: the generator's defaults
+    assert a.sampling["solver"] == "heun" and a.sampling["temperature"] == 1.0  # a .ckpt: the generator's defaults
     assert b.sampling == MoleculeGenerator.from_pretrained(stages["gen_dir"]).sampling  # a folder keeps its own
     b_config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert b_config["weights_dtype"] == "float16"  # ...and its weights dtype

@@ -41,6 +41,7 @@ def test_export_writes_a_loadable_folder_with_provenance(ckpt, module, tmp_path)
           "--note", "command=dit3d fit -c x.yaml", "--note", "wall_time=15:00"])
     config = json.loads((out / "config.json").read_text())
     assert config["kind"] == "dit-images" and config["sampling"]["steps"] == 3 and config["sampling"]["guidance"] == 1.5
+    assert config["sampling"]["eta"] == 0.0  # no --eta: ImageGenerator's default, deterministic DDIM
     prov = config["provenance"]
     assert (prov["epoch"], prov["global_step"], prov["wall_time"]) == (3, 42, "15:00")
     assert prov["command"] == "dit3d fit -c x.yaml" and prov["data"] == {"image_size": 16, "seed": 0}

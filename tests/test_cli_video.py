@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dit3d.api_video import VideoGenerator
+from dit3d.api_video import DEFAULT_SAMPLING, VideoGenerator
 from dit3d.cli import main
 from dit3d.models import VideoDiTModule
 from dit3d.testing import randomize_
@@ -53,12 +53,15 @@ def test_export_stores_the_data_settings_and_provenance(model_dir, module):
 
 
 def test_export_stores_the_default_eta(ckpt, module, tmp_path):
-    main(["export", "video", str(ckpt), "-o", str(tmp_path / "m"), "--steps", "2", "--eta", "1"])
+    # no --eta: VideoGenerator's default, eta 1 (the video card's choice); --eta 0 is stored and used
+    main(["export", "video", str(ckpt), "-o", str(tmp_path / "d"), "--steps", "2"])
+    assert VideoGenerator.from_pretrained(tmp_path / "d").sampling["eta"] == 1.0 == DEFAULT_SAMPLING["eta"]
+    main(["export", "video", str(ckpt), "-o", str(tmp_path / "m"), "--steps", "2", "--eta", "0"])
     gen = VideoGenerator.from_pretrained(tmp_path / "m")
-    assert gen.sampling["eta"] == 1.0
-    reference = VideoGenerator.from_lightning(module).sample(2, seed=0, steps=2, eta=1.0)
+    assert gen.sampling["eta"] == 0.0
+    reference = VideoGenerator.from_lightning(module).sample(2, seed=0, steps=2, eta=0.0)
     assert torch.equal(gen.sample(2, seed=0), reference)
-    assert not torch.equal(gen.sample(2, seed=0, eta=0.0), reference)  # the stored eta is what changed it
+    assert not torch.equal(gen.sample(2, seed=0, eta=1.0), reference)  # the stored eta is what changed it
 
 
 def test_sample_predict_to_npy_with_truth_and_known(model_dir, tmp_path, capsys):

@@ -12,6 +12,7 @@ import torch
 from pymatgen.core import Structure
 
 from dit3d.api import CrystalGenerator, MoleculeGenerator
+from dit3d.api_adit import DEFAULT_SAMPLING
 from dit3d.chem.crystals import read_cif, read_extxyz
 from dit3d.cli import main
 from dit3d.models import ADiTLatentModule
@@ -190,6 +191,7 @@ def test_cli_export_crystals_writes_the_joint_kind(tmp_path):
               "--note", "run=test")
     config = json.loads((tmp_path / "gen" / "config.json").read_text())
     assert config["kind"] == "adit-joint" and config["sampling"]["steps"] == 7
+    assert config["sampling"]["solver"] == "heun" == DEFAULT_SAMPLING["solver"]  # the ADiT default, unset here
     assert config["provenance"]["run"] == "test" and config["weights_dtype"] == "float32"
     dit3d_cli("export", "crystals", str(tmp_path / "latent.ckpt"), "-o", str(tmp_path / "half"), "--steps", "7",
               "--weights-dtype", "float16")

@@ -8,6 +8,7 @@ from lightning.pytorch import Trainer
 
 import dit3d
 from dit3d.api import SHIPPED, ShapeGenerator, load_dit3d_checkpoint
+from dit3d.api_shapes import DEFAULT_SAMPLING
 from dit3d.cli import main
 from dit3d.data.pointcloud_io import read_ply
 from dit3d.data.pointclouds import PointCloudDataModule
@@ -56,7 +57,7 @@ def test_export_and_round_trip_give_identical_samples(trained):
     assert stats == trained["dm"].stats and stats["categories"] == ["chair"] and stats["normalization"] == "global"
     config = json.loads((trained["gen_dir"] / "config.json").read_text())
     assert config["kind"] == "dit3d-pointclouds" and config["categories"] == ["chair"]
-    assert config["sampling"] == {"sampler": "ddim", "steps": STEPS, "guidance": 1.0, "eta": 0.0, "batch_size": 64,
+    assert config["sampling"] == {"sampler": "ddim", "steps": STEPS, "guidance": 1.0, "eta": 1.0, "batch_size": 64,
                                   "cache_interval": 1}
     assert config["normalization"]["mean"] == stats["mean"] and config["normalization"]["std"] == stats["std"]
     assert config["diffusion"]["num_timesteps"] == 50 and config["dit3d"]["resolution"] == 8
@@ -72,8 +73,8 @@ def test_export_and_round_trip_give_identical_samples(trained):
     for gen in (ShapeGenerator.from_lightning(trained["module"], trained["dm"].stats, {"steps": STEPS}),
                 ShapeGenerator.from_lightning(module, stats, {"steps": STEPS})):
         assert np.array_equal(gen.sample_arrays(3, 32, seed=7), a)  # bit-identical
-    clouds = pre.sample(2, 32, category="chair", seed=7)
-    assert len(clouds) == 2 and type(clouds[0]).__name__ == "PointCloud"
+    clouds = pre.sample(3, 32, category="chair", seed=7)  # the same batch: DDIM at eta 1 draws noise per step
+    assert len(clouds) == 3 and type(clouds[0]).__name__ == "PointCloud"
     assert np.array_equal(np.asarray(clouds[1].vertices, dtype=np.float32), a[1])
 
 
@@ -98,7 +99,7 @@ def test_seeds_reproduce_and_global_rng_untouched(trained):
 def test_denormalisation_into_the_data_frame(trained):
     module, stats = trained["module"], trained["dm"].stats
     gen = ShapeGenerator.from_lightning(module, stats)
-    raw = module.sample(2, 32, steps=STEPS, generator=torch.Generator().manual_seed(5))
+    raw = module.sample(2, 32, steps=STEPS, eta=gen.sampling["eta"], generator=torch.Generator().manual_seed(5))
     expected = raw.double().numpy() * stats["std"] + np.asarray(stats["mean"])
     got = gen.sample_arrays(2, 32, seed=5, steps=STEPS)
     assert abs(stats["std"] - 1) > 0.1 and np.abs(stats["mean"]).min() > 0.3  # a frame far from the unit one
@@ -163,9 +164,9 @@ def test_sample_command_writes_npy_and_ply(trained, tmp_path):
     arr = np.load(tmp_path / "out.npy")
     assert arr.shape == (3, 32, 3) and arr.dtype == np.float32
     assert np.array_equal(arr, gen.sample_arrays(3, 32, seed=1))
-    main(common + ["-n", "2", "-o", str(tmp_path / "c.ply")])
+    main(common + ["-n", "3", "-o", str(tmp_path / "c.ply")])  # the same batch: DDIM at eta 1 draws noise per step
     main(common + ["-n", "1", "-o", str(tmp_path / "one.ply"), "--steps", "2"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c_000.ply", "c_001.ply", "one.ply", "out.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c_000.ply", "c_001.ply", "c_002.ply", "one.ply", "out.npy"]
     np.testing.assert_array_equal(read_ply(tmp_path / "c_001.ply"), arr[1])  # same seed, same clouds
     assert np.array_equal(read_ply(tmp_path / "one.ply"), gen.sample_arrays(1, 32, seed=1, steps=2)[0])
 
@@ -226,15 +227,27 @@ def test_export_without_data_module_statistics(trained, tmp_path, capsys):
 
 
 def test_export_stores_the_ddim_eta(trained, tmp_path):
-    main(["export", "pointclouds", str(trained["ckpt"]), "-o", str(tmp_path / "g"), "--eta", "1.0"])
+    main(["export", "pointclouds", str(trained["ckpt"]), "-o", str(tmp_path / "g"), "--eta", "0.5"])
     gen = ShapeGenerator.from_pretrained(tmp_path / "g")
-    assert gen.sampling["eta"] == 1.0 and gen.sampling["sampler"] == "ddim"
-    raw = trained["module"].sample(2, 8, sampler="ddim", steps=gen.sampling["steps"], eta=1.0,
+    assert gen.sampling["eta"] == 0.5 and gen.sampling["sampler"] == "ddim"
+    raw = trained["module"].sample(2, 8, sampler="ddim", steps=gen.sampling["steps"], eta=0.5,
                                    generator=torch.Generator().manual_seed(5))
     stats = gen.normalization
     expected = raw.numpy() * stats["std"] + np.asarray(stats["mean"]) if stats.get("normalization") == "global" \
         else raw.numpy()
     np.testing.assert_allclose(gen.sample_arrays(2, 8, seed=5), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_export_defaults_are_the_generators(trained, tmp_path):
+    # no --steps / --eta: the folder samples as DEFAULT_SAMPLING says (DDIM 100, eta 1: the chair card's
+    # choice), its 100 steps capped at this tiny schedule's T = 50
+    assert (DEFAULT_SAMPLING["sampler"], DEFAULT_SAMPLING["steps"], DEFAULT_SAMPLING["eta"]) == ("ddim", 100, 1.0)
+    main(["export", "pointclouds", str(trained["ckpt"]), "-o", str(tmp_path / "g")])
+    stored = json.loads((tmp_path / "g" / "config.json").read_text())["sampling"]
+    assert (stored["sampler"], stored["steps"], stored["eta"]) == ("ddim", 50, 1.0)
+    assert ShapeGenerator.from_pretrained(tmp_path / "g").diffusion.num_timesteps == 50
+    main(["export", "pointclouds", str(trained["ckpt"]), "-o", str(tmp_path / "h"), "--steps", "51"])  # given: kept
+    assert json.loads((tmp_path / "h" / "config.json").read_text())["sampling"]["steps"] == 51
 
 
 def test_export_stores_the_cache_interval_and_sampling_reuses_branches(trained, tmp_path):
@@ -249,7 +262,8 @@ def test_export_stores_the_cache_interval_and_sampling_reuses_branches(trained, 
     full = gen.sample_arrays(2, 8, seed=5, cache_interval=1)
     hook.remove()
     assert len(calls) == 3 + 6
-    raw = trained["module"].sample(2, 8, steps=6, generator=torch.Generator().manual_seed(5), cache_interval=2)
+    raw = trained["module"].sample(2, 8, steps=6, eta=gen.sampling["eta"], generator=torch.Generator().manual_seed(5),
+                                   cache_interval=2)
     np.testing.assert_allclose(cached, gen.denormalize(raw.numpy()), rtol=1e-5, atol=1e-6)
     assert np.abs(cached - full).max() > 0  # reuse changed something (the trunk tests check what)
     with pytest.raises(ValueError, match="cache_interval"):

@@ -75,23 +75,31 @@ def parse_notes(notes: list[str]) -> dict[str, str]:
     return dict(n.split("=", 1) for n in notes)
 
 
-def ddpm_export_steps(sampler: str, steps: int | None) -> int | None:
-    """Default steps stored by ``dit3d export``: ``None`` (all T) for DDPM, ``steps or 50`` for DDIM."""
-    if sampler == "ddpm" and steps is not None:
+def ddpm_export_sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling defaults ``dit3d export`` stores, from the options given: the sampler, and
+    ``steps`` / ``eta`` only where given (the rest: the generator's ``DEFAULT_SAMPLING``, the
+    settings measured for its domain). DDPM stores ``steps=None`` (all T)."""
+    if args.sampler == "ddpm" and args.steps is not None:
         raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
-    return None if sampler == "ddpm" else (steps or 50)
+    opts: dict[str, Any] = {"sampler": args.sampler}
+    if args.sampler == "ddpm" or args.steps is not None:
+        opts["steps"] = args.steps
+    if args.eta is not None:
+        opts["eta"] = args.eta
+    return opts
 
 
-def add_ddpm_export_args(p: argparse.ArgumentParser, module: str) -> None:
+def add_ddpm_export_args(p: argparse.ArgumentParser, module: str, generator: str) -> None:
     """The arguments every DDPM ``dit3d export`` takes: checkpoint, ``-o``, ``--sampler``,
-    ``--steps``, ``--eta``, ``--note``."""
+    ``--steps``, ``--eta``, ``--note`` (``generator``: the class whose defaults unset options take)."""
     p.add_argument("checkpoint", help=f"{module} .ckpt from `dit3d fit`")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--steps", type=positive_int, help="default DDIM steps (50); DDPM always runs all T")
-    p.add_argument("--eta", type=float, default=0.0,
+    p.add_argument("--steps", type=positive_int,
+                   help=f"default DDIM steps (default: {generator}.DEFAULT_SAMPLING's); DDPM always runs all T")
+    p.add_argument("--eta", type=float,
                    help="default DDIM stochasticity (0: deterministic; 1: DDPM-like noise, more forgiving of "
-                        "an imperfect noise model)")
+                        f"an imperfect noise model; default: {generator}.DEFAULT_SAMPLING's)")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
 
 

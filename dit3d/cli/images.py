@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
-                              fit_provenance, parse_notes, positive_int, report, sampling_overrides, write_json,
-                              write_npy)
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8,
+                              ddpm_export_sampling, fit_provenance, parse_notes, positive_int, report,
+                              sampling_overrides, write_json, write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -264,7 +264,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                        description="Store the EMA network, the DDPM schedule, the class names and default sampling "
                                    "options; the provenance records the checkpoint, its epoch and step, the data "
                                    "module's settings and any --note KEY=VALUE.")
-    add_ddpm_export_args(p, "ImageDiTModule")
+    add_ddpm_export_args(p, "ImageDiTModule", "ImageGenerator")
     p.add_argument("--guidance", type=float, help="default classifier-free guidance scale (default: "
                                                   "ImageGenerator's, 4)")
     p.set_defaults(run=run_export)
@@ -277,9 +277,8 @@ def run_export(args: argparse.Namespace) -> None:
     from dit3d.models.checkpoint import load_lightning_checkpoint
 
     notes = parse_notes(args.note)
-    steps = ddpm_export_steps(args.sampler, args.steps)
+    sampling = ddpm_export_sampling(args)
     module, ckpt = load_lightning_checkpoint(args.checkpoint, ImageDiTModule)
-    sampling: dict[str, Any] = {"sampler": args.sampler, "steps": steps, "eta": args.eta}
     if args.guidance is not None:
         sampling["guidance"] = args.guidance
     gen = ImageGenerator.from_lightning(module, sampling=sampling)

@@ -127,8 +127,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="ADiTLatentModule .ckpt from `dit3d fit`, or a pretrained ADiT folder to "
                                       "re-export (e.g. with --autoencoder)")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
-    p.add_argument("--steps", type=positive_int, help="default ODE steps (a .ckpt: 100; a folder: its own)")
-    p.add_argument("--solver", choices=SOLVER_CHOICES, help="default solver (a .ckpt: euler; a folder: its own)")
+    p.add_argument("--steps", type=positive_int, help="default ODE steps (a .ckpt: 25; a folder: its own)")
+    p.add_argument("--solver", choices=SOLVER_CHOICES, help="default solver (a .ckpt: heun; a folder: its own)")
     p.add_argument("--guidance", type=float, help="default guidance (a .ckpt: 1; a folder: its own)")
     p.add_argument("--temperature", type=float,
                    help="default scale of the initial noise (a .ckpt: 1; a folder: its own)")

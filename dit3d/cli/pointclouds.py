@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
-                              parse_notes, positive_int, report, sampling_overrides)
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8,
+                              ddpm_export_sampling, parse_notes, positive_int, report, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -92,7 +92,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pointclouds", help="turn a DiT-3D Lightning checkpoint into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the data normalisation and category "
                                    "names saved by PointCloudDataModule, and default sampling options.")
-    add_ddpm_export_args(p, "DiT3DModule")
+    add_ddpm_export_args(p, "DiT3DModule", "ShapeGenerator")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--cache-interval", type=positive_int, default=1,
                    help="default reuse interval of attention/MLP outputs while sampling (1: none)")
@@ -104,13 +104,12 @@ def run_export(args: argparse.Namespace) -> None:
     from dit3d.api_shapes import ShapeGenerator, load_dit3d_checkpoint
 
     notes = parse_notes(args.note)
-    steps = ddpm_export_steps(args.sampler, args.steps)
+    sampling = ddpm_export_sampling(args)
     module, stats = load_dit3d_checkpoint(args.checkpoint)
     if stats is None:
         print(f"warning: {args.checkpoint} holds no PointCloudDataModule statistics; samples will stay in the "
               "training frame", file=sys.stderr)
-    gen = ShapeGenerator.from_lightning(module, stats, {"sampler": args.sampler, "steps": steps,
-                                                        "guidance": args.guidance, "eta": args.eta,
+    gen = ShapeGenerator.from_lightning(module, stats, {**sampling, "guidance": args.guidance,
                                                         "cache_interval": args.cache_interval})
     provenance = {"checkpoint": str(args.checkpoint), **notes}
     gen.save_pretrained(args.output, extra={"provenance": provenance})

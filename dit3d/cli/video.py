@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8, ddpm_export_steps,
-                              fit_provenance, parse_notes, positive_int, report, sampling_overrides, write_json,
-                              write_npy)
+from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8,
+                              ddpm_export_sampling, fit_provenance, parse_notes, positive_int, report,
+                              sampling_overrides, write_json, write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".gif", ".npy")
 TASKS = ("unconditional", "predict", "backward", "interpolate", "complete")
@@ -361,7 +361,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "training data and default sampling options; the provenance records the "
                                    "checkpoint, its epoch and step, the data module's settings and any --note "
                                    "KEY=VALUE.")
-    add_ddpm_export_args(p, "VideoDiTModule")
+    add_ddpm_export_args(p, "VideoDiTModule", "VideoGenerator")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="class-conditional models: default classifier-free guidance weight when a digit is asked "
                         "for (1: none; sampling without a digit always uses 1)")
@@ -375,11 +375,10 @@ def run_export(args: argparse.Namespace) -> None:
     from dit3d.models.checkpoint import load_lightning_checkpoint
 
     notes = parse_notes(args.note)
-    steps = ddpm_export_steps(args.sampler, args.steps)
+    sampling = ddpm_export_sampling(args)
     module, ckpt = load_lightning_checkpoint(args.checkpoint, VideoDiTModule)
     provenance = fit_provenance(args.checkpoint, ckpt, notes)
     gen = VideoGenerator.from_lightning(module, data=data_settings(provenance["data"]),
-                                        sampling={"sampler": args.sampler, "steps": steps, "eta": args.eta,
-                                                  "guidance": args.guidance})
+                                        sampling={**sampling, "guidance": args.guidance})
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
