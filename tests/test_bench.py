@@ -171,3 +171,12 @@ def test_crystal_comparison_cli_on_the_shipped_model():
     assert set(model["per_seed"]) == {"0", "1"}
     per_seed = [model["per_seed"][s]["comp_validity"] for s in ("0", "1")]
     assert model["mean"]["comp_validity"] == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+
+
+def test_gelu_benchmark_tiny_preset_compares_both_activations():
+    result = run_benchmark("gelu", quick=True, preset="DiT-3D-Mini/4", batch=2, num_points=64, depth=1, resolution=8)
+    for key in ("op_fwd_ms", "op_fwd_bwd_ms", "train_step_s", "denoise_step_int8_s"):
+        assert result[f"{key}_tanh"] > 0 and result[f"{key}_exact"] > 0 and result[f"{key}_ratio"] > 0, key
+    assert result["op_shape"] == [2 * 2 ** 3, 4 * 96]  # 8^3 voxels in 4^3 patches, MLP of a 96-wide trunk
+    assert 4.6e-4 < result["max_abs_difference"] < 4.8e-4
+    json.dumps(result)

@@ -300,3 +300,14 @@ def test_numpy_sampling_defaults_are_stored_as_plain_numbers(trained, tmp_path):
     assert type(gen.sampling["steps"]) is int and type(gen.sampling["eta"]) is float
     config = json.loads((gen.save_pretrained(tmp_path / "g") / "config.json").read_text())
     assert config["sampling"]["steps"] == 3 and config["sampling"]["eta"] == 0.5
+
+
+def test_trunk_options_are_stored_with_the_network(tmp_path):
+    module = tiny_module(trunk_options={"mlp_act": "gelu"})
+    assert module.model.config["mlp_act"] == "gelu" and module.hparams["trunk_options"] == {"mlp_act": "gelu"}
+    assert {m.approximate for m in module.modules() if isinstance(m, torch.nn.GELU)} == {"none"}
+    ShapeGenerator.from_lightning(module, {"normalization": "none"}).save_pretrained(tmp_path / "gen")
+    assert json.loads((tmp_path / "gen" / "config.json").read_text())["dit3d"]["mlp_act"] == "gelu"
+    net = ShapeGenerator.from_pretrained(tmp_path / "gen").net
+    assert {m.approximate for m in net.modules() if isinstance(m, torch.nn.GELU)} == {"none"}
+    assert "mlp_act" not in tiny_module().model.config  # unset: configs of earlier exports stay as they were

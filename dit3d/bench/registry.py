@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "adit-crystals": "dit3d.bench.adit_crystals:run",
     "adit-crystals-compare": "dit3d.bench.adit_crystals:compare",
     "dit3d": "dit3d.bench.dit3d:run",
+    "gelu": "dit3d.bench.gelu:run",
     "image": "dit3d.bench.image:run",
     "video": "dit3d.bench.video:run",
     "threads": "dit3d.bench.threads:run",

@@ -1,9 +1,9 @@
 """Stage 2 of ADiT: a latent DiT trained with flow matching on frozen autoencoder latents."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -141,6 +141,9 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             (no element given; no element has atomic number 0) and it still generates its
             elements, so a joint model's crystal compositions can stay novel while its
             molecules get a training formula. Off by default (ADiT generates the elements).
+        trunk_options: further :class:`~dit3d.nn.DiTTrunk` arguments, stored with the
+            network, e.g. ``{"mlp_act": "gelu"}`` (exact GELU, faster on CPUs than DiT's tanh
+            approximation) or ``{"qk_norm": True}``.
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
@@ -149,7 +152,8 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 500, stats_batches: int = 20,
                  max_atoms: int = 64, ema_decay: float = 0.999, spacegroup_conditioning: bool = False,
                  spacegroup_dropout: float = 0.2,
-                 element_conditioning: bool | Literal["molecules", "crystals"] = False) -> None:
+                 element_conditioning: bool | Literal["molecules", "crystals"] = False,
+                 trunk_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
@@ -162,7 +166,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         token_classes = self.autoencoder.max_z + 1 if self.element_kinds else 0
         self.dit = DiT(latent, time_scale=1000.0, preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
                        num_classes=num_classes, class_dropout=class_dropout, self_condition=self_condition_prob > 0,
-                       token_classes=token_classes)
+                       token_classes=token_classes, **dict(trunk_options or {}))
         self.ema_dit = ema_copy(self.dit, ema_decay)
         self.flow = FlowMatching(prediction, time_sampling, self_condition_prob=self_condition_prob)
         self.register_buffer("latent_mean", torch.zeros(latent))

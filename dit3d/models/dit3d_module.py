@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,18 +49,23 @@ class DiT3DModule(DDPMModule):
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         ema_decay: decay of the weight average that sampling uses (``ema_model``), warmed
             up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` steps; 0 disables it.
+        trunk_options: further :class:`~dit3d.nn.DiTTrunk` arguments, stored with the
+            network, e.g. ``{"mlp_act": "gelu"}`` (exact GELU, faster on CPUs than DiT's tanh
+            approximation) or ``{"qk_norm": True}``.
     """
 
     def __init__(self, preset: str = "DiT-3D-S/4", num_classes: int = 1, class_dropout: float = 0.1,
                  window_blocks: Sequence[int] = (), window_size: Sequence[int] = (4, 4, 4), resolution: int = 32,
                  depth: int | None = None, hidden_size: int | None = None, num_heads: int | None = None,
                  num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, lr: float = 1e-4,
-                 weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.9999) -> None:
+                 weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.9999,
+                 trunk_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_dit3d(preset, num_classes=num_classes, class_dropout=class_dropout,
                                  window_blocks=tuple(window_blocks), window_size=tuple(window_size),
-                                 resolution=resolution, depth=depth, hidden_size=hidden_size, num_heads=num_heads)
+                                 resolution=resolution, depth=depth, hidden_size=hidden_size, num_heads=num_heads,
+                                 **dict(trunk_options or {}))
         self.ema_model = ema_copy(self.model, ema_decay)
         self.diffusion = GaussianDiffusion(num_timesteps, "linear", "eps", beta_start, beta_end)
 

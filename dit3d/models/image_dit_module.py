@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,6 +57,9 @@ class ImageDiTModule(DDPMModule):
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         ema_decay: decay of the weight average that sampling uses (``ema_model``), warmed
             up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` steps; 0 disables it.
+        trunk_options: further :class:`~dit3d.nn.DiTTrunk` arguments, stored with the
+            network, e.g. ``{"mlp_act": "gelu"}`` (exact GELU, faster on CPUs than DiT's tanh
+            approximation) or ``{"qk_norm": True}``.
 
     Example:
         >>> m = ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, num_timesteps=10)
@@ -68,13 +72,14 @@ class ImageDiTModule(DDPMModule):
                  hidden_size: int | None = None, num_heads: int | None = None, window_blocks: Sequence[int] = (),
                  window_size: Sequence[int] = (4, 4), num_timesteps: int = 1000, schedule: str = "linear",
                  beta_start: float = 1e-4, beta_end: float = 0.02, lr: float = 1e-4, weight_decay: float = 0.0,
-                 warmup_steps: int = 0, ema_decay: float = 0.9999) -> None:
+                 warmup_steps: int = 0, ema_decay: float = 0.9999,
+                 trunk_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_image_dit(preset, image_size=image_size, in_channels=in_channels, num_classes=num_classes,
                                      class_dropout=class_dropout, depth=depth, hidden_size=hidden_size,
                                      num_heads=num_heads, window_blocks=tuple(window_blocks),
-                                     window_size=tuple(window_size))
+                                     window_size=tuple(window_size), **dict(trunk_options or {}))
         self.ema_model = ema_copy(self.model, ema_decay)
         self.diffusion = GaussianDiffusion(num_timesteps, schedule, "eps", beta_start, beta_end)
 

@@ -41,6 +41,8 @@ class DiTTrunk(nn.Module):
         factorised_axes: the axis groups of those blocks, applied in turn; the default
             ``((1, 2), (0,))`` on an ``(F, H, W)`` grid attends within each slice of axis 0,
             then along axis 0 (VDT's spatial-then-temporal attention on frames).
+        mlp_act: the blocks' MLP activation: ``"gelu_tanh"`` (DiT's, default) or
+            ``"gelu"`` (exact; faster on CPUs, see :data:`~dit3d.nn.blocks.MLP_ACTIVATIONS`).
         check_inputs: validate shapes and reject NaN/inf inputs in ``forward``.
 
     While :attr:`branch_cache` is set (by :func:`~dit3d.nn.step_cache.branch_caching`,
@@ -61,7 +63,7 @@ class DiTTrunk(nn.Module):
                  out_dim: int | None = None, qk_norm: bool = False, norm: str = "layernorm",
                  window_size: Sequence[int] | None = None, window_blocks: Sequence[int] = (),
                  factorised_blocks: Sequence[int] = (), factorised_axes: Sequence[Sequence[int]] = ((1, 2), (0,)),
-                 check_inputs: bool = True) -> None:
+                 mlp_act: str = "gelu_tanh", check_inputs: bool = True) -> None:
         super().__init__()
         for name, ids in (("window_blocks", window_blocks), ("factorised_blocks", factorised_blocks)):
             bad = [i for i in ids if not 0 <= i < depth]
@@ -80,10 +82,10 @@ class DiTTrunk(nn.Module):
         self.factorised_axes = tuple(tuple(int(a) for a in group) for group in factorised_axes)
         self.check_inputs = check_inputs
         self.blocks = nn.ModuleList(
-            FactorisedDiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, norm, axes=self.factorised_axes)
+            FactorisedDiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, norm, self.factorised_axes, mlp_act)
             if i in self.factorised_blocks else
             DiTBlock(hidden_size, num_heads, mlp_ratio, qk_norm, norm,
-                     window_size=window_size if i in self.window_blocks else None)
+                     window_size if i in self.window_blocks else None, mlp_act)
             for i in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, self.out_dim, norm)
