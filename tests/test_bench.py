@@ -97,7 +97,7 @@ def test_image_benchmark_tiny_preset_and_cpu_config_matches_yaml():
                           "ema_decay": model["ema_decay"]}
 
 
-def test_bench_options_reach_only_benchmarks_that_take_them(capsys):
+def test_bench_options_reach_only_benchmarks_that_take_them(capsys, monkeypatch):
     from dit3d.bench.__main__ import main
     from dit3d.bench.registry import benchmark_parameters
 
@@ -110,6 +110,17 @@ def test_bench_options_reach_only_benchmarks_that_take_them(capsys):
     with pytest.raises(SystemExit):  # `dit3d bench` hands every option on
         dit3d_main(["bench", "trunk", "--num-samples", "5"])
     assert "benchmark trunk takes no --num-samples" in capsys.readouterr().err
+    assert "mlp_act" in benchmark_parameters("dit3d")
+    with pytest.raises(SystemExit):
+        main(["trunk", "--mlp-act", "gelu"])
+    assert "benchmark trunk takes no --mlp-act" in capsys.readouterr().err
+    import dit3d.bench.__main__ as bench_main
+
+    calls = []
+    monkeypatch.setattr(bench_main, "run_benchmark", lambda name, **kw: calls.append((name, kw)) or {"ok": 1})
+    main(["dit3d", "--quick", "--mlp-act", "gelu"])
+    assert calls == [("dit3d", {"quick": True, "mlp_act": "gelu"})]
+    monkeypatch.undo()
     with pytest.raises(SystemExit, match="adit-crystals-compare: error: nope: neither a pretrained folder"):
         main(["adit-crystals-compare", "--checkpoint", "nope"])  # models load before any data is read
     for name in ("adit-qm9", "adit-crystals"):  # one model instead of the shipped one, loaded first

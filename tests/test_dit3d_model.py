@@ -137,8 +137,8 @@ def test_benchmark_runs_on_a_tiny_preset():
     from dit3d.bench import run_benchmark
 
     result = run_benchmark("dit3d", quick=True, preset="DiT-3D-Mini/4", depth=2, batch=2, num_points=64,
-                           sample_steps=2)
+                           sample_steps=2, mlp_act="gelu")
     for key in ("train_step_s", "denoise_step_s", "sample_2_s", "train_step_s_window", "denoise_step_s_window",
-                "denoise_step_int8_s", "sample_2_int8_s", "sample_int8_speedup"):
+                "denoise_step_int8_s", "sample_2_int8_s", "sample_int8_speedup", "sample_2_int8_window_s"):
         assert result[key] > 0, key
-    assert result["samples_finite"] and result["int8_samples_finite"]
+    assert result["samples_finite"] and result["int8_samples_finite"] and result["mlp_act"] == "gelu"

@@ -6,11 +6,12 @@ import argparse
 from dit3d.allocator import retain_freed_memory
 from dit3d.bench.registry import BENCHMARKS, benchmark_parameters, run_benchmark, to_json_line
 from dit3d.cli.common import positive_int
+from dit3d.nn.blocks import MLP_ACTIVATIONS
 from dit3d.pretrained import PretrainedError
 
 
 #: keyword argument of a benchmark -> the option that sets it
-OPTIONS = {"checkpoints": "--checkpoint", "seeds": "--seeds", "num_samples": "--num-samples"}
+OPTIONS = {"checkpoints": "--checkpoint", "seeds": "--seeds", "num_samples": "--num-samples", "mlp_act": "--mlp-act"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
                              "to compare several (adit-crystals-compare)")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampling seeds (adit-crystals-compare)")
     parser.add_argument("--num-samples", type=positive_int, help="samples per model and seed (adit-crystals-compare)")
+    parser.add_argument("--mlp-act", choices=sorted(MLP_ACTIVATIONS),
+                        help="the trunk's MLP activation (dit3d; default: DiT's gelu_tanh)")
     args = parser.parse_args(argv)
     retain_freed_memory()  # as the dit3d command does; `malloc` compares it with glibc's default
     extra = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}

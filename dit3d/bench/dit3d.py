@@ -17,7 +17,11 @@
   sampler with the trunk's attention and MLP layers in int8 (:mod:`dit3d.nn.quantize`), and
   ``sample_int8_speedup``, the ratio of the float and int8 sampling runs.
 - ``*_window``: the same with the paper's 3-D window attention (4x4x4-token windows in
-  blocks 0, 3, 6, 9), side by side with global attention.
+  blocks 0, 3, 6, 9), side by side with global attention; ``sample_{batch}_int8_window_s``
+  is the int8 sampler on that network.
+- ``mlp_act``: the trunk's MLP activation for every network timed here: DiT's
+  ``"gelu_tanh"`` (default) or the exact ``"gelu"`` (``--mlp-act gelu``; faster on CPUs,
+  ``python -m dit3d.bench gelu``).
 
 The issue's reference implementation on this 2-core CPU: 8.1 s per train step at 2
 threads (11.9 s at 1), 2.05 s per denoising step; they are reported next to ours.
@@ -34,7 +38,7 @@ from dit3d.bench.timing import median_time
 REFERENCE = {"train_step_s_2_threads": 8.1, "train_step_s_1_thread": 11.9, "denoise_step_s": 2.05}
 
 
-def make_module(preset: str, window: bool, depth: int | None, resolution: int):
+def make_module(preset: str, window: bool, depth: int | None, resolution: int, mlp_act: str = "gelu_tanh"):
     """A seeded ``DiT3DModule`` (``window``: the paper's window-attention blocks), no trainer attached."""
     from dit3d.models import PAPER_WINDOW_BLOCKS, DiT3DModule
     from dit3d.models.dit3d_net import dit3d_preset
@@ -43,7 +47,8 @@ def make_module(preset: str, window: bool, depth: int | None, resolution: int):
     torch.manual_seed(0)
     n_blocks = depth or preset_config(dit3d_preset(preset)["trunk"])["depth"]
     blocks = [b for b in PAPER_WINDOW_BLOCKS if b < n_blocks] if window else []
-    module = DiT3DModule(preset=preset, depth=depth, resolution=resolution, window_blocks=blocks, ema_decay=0.9999)
+    module = DiT3DModule(preset=preset, depth=depth, resolution=resolution, window_blocks=blocks, ema_decay=0.9999,
+                         trunk_options={"mlp_act": mlp_act})
     module.log = lambda *a, **k: None  # no trainer attached
     return module
 
@@ -87,19 +92,31 @@ def int8_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int,
             "int8_samples_finite": bool(torch.isfinite(clouds).all())}
 
 
+def int8_window_time(module, batch: int, num_points: int, sample_steps: int, eta: float,
+                     g: torch.Generator) -> float:
+    """Seconds of the default sampler with ``module`` (window attention) in int8 (converted in place)."""
+    from dit3d.nn.quantize import quantize_int8
+
+    quantize_int8(module.sampling_model.eval())
+    start = time.perf_counter()
+    module.sample(batch, num_points, sampler="ddim", steps=sample_steps, eta=eta, generator=g)
+    return round(time.perf_counter() - start, 2)
+
+
 def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_points: int = 2048,
         sample_steps: int = 100, eta: float = 1.0, depth: int | None = None, resolution: int = 32,
-        cache_interval: int = 2) -> dict[str, Any]:
+        cache_interval: int = 2, mlp_act: str = "gelu_tanh") -> dict[str, Any]:
     """Time DiT-3D train/denoise steps and DDIM sampling (window, cached, int8); returns the JSON record."""
     repeats = 1 if quick else 3
     g = torch.Generator().manual_seed(0)
     points = torch.randn(batch, num_points, 3, generator=g)  # random clouds: only shapes matter for speed
     labels = torch.zeros(batch, dtype=torch.long)
-    result: dict[str, Any] = {"preset": preset, "batch": batch, "num_points": num_points}
-    module = make_module(preset, False, depth, resolution)
+    result: dict[str, Any] = {"preset": preset, "batch": batch, "num_points": num_points, "mlp_act": mlp_act}
+    module = make_module(preset, False, depth, resolution, mlp_act)
     result["params_m"] = round(sum(p.numel() for p in module.model.parameters()) / 1e6, 2)
     timed = step_times(module, points, labels, repeats)
-    window = step_times(make_module(preset, True, depth, resolution), points, labels, repeats)
+    window_module = make_module(preset, True, depth, resolution, mlp_act)
+    window = step_times(window_module, points, labels, repeats)
     result |= {k: round(v, 3) for k, v in timed.items()}
     result |= {f"{k}_window": round(v, 3) for k, v in window.items()}
     start = time.perf_counter()
@@ -114,6 +131,7 @@ def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_poi
     result["sample_cache_speedup"] = round(result[f"sample_{batch}_s"] / result[f"sample_{batch}_cached_s"], 2)
     result |= int8_times(module, points, labels, repeats, batch, num_points, sample_steps, eta, g)
     result["sample_int8_speedup"] = round(result[f"sample_{batch}_s"] / result[f"sample_{batch}_int8_s"], 2)
+    result[f"sample_{batch}_int8_window_s"] = int8_window_time(window_module, batch, num_points, sample_steps, eta, g)
     result[f"sample_{batch}_ddpm1000_est_s"] = round(1000 * timed["denoise_step_s"], 1)
     result["samples_finite"] = bool(torch.isfinite(clouds).all() and torch.isfinite(cached).all())
     threads = torch.get_num_threads()
