@@ -8,8 +8,8 @@ tanh over exact, above 1 where exact is faster):
 
 - ``op_fwd_ms_*``, ``op_fwd_bwd_ms_*``: the activation alone on a ``(4096, 4 * D)``
   float32 tensor, the MLP hidden layer of DiT-3D-S/4 at batch 8 (``D = 384``).
-- ``train_step_s_*``: a DiT-3D ``preset`` train step (forward, loss, backward, AdamW) at
-  ``batch`` x ``num_points`` random points, as ``python -m dit3d.bench dit3d`` times it.
+- ``train_step_s_*``: a DiT-3D ``preset`` train step (forward, loss, backward, AdamW; no EMA
+  update) at ``batch`` x ``num_points`` random points, on ``python -m dit3d.bench dit3d``'s network.
 - ``denoise_step_int8_s_*``: one int8 denoising step of the same network
   (:mod:`dit3d.nn.quantize`), the step the fast point-cloud sampler repeats.
 
@@ -70,7 +70,7 @@ def op_times(width: int, tokens: int, repeats: int) -> dict[str, float]:
 def step_times(preset: str, batch: int, num_points: int, depth: int | None, resolution: int,
                repeats: int) -> dict[str, float]:
     """Train-step and int8 denoising-step seconds of the DiT-3D network with each activation."""
-    from dit3d.models import DiT3DModule
+    from dit3d.bench.dit3d import make_module
     from dit3d.nn.quantize import quantize_int8
 
     g = torch.Generator().manual_seed(0)
@@ -79,9 +79,7 @@ def step_times(preset: str, batch: int, num_points: int, depth: int | None, reso
     t = torch.full((batch,), 500, dtype=torch.long)
     train, denoise = {}, {}
     for name, act in VARIANTS.items():
-        torch.manual_seed(0)
-        module = DiT3DModule(preset=preset, depth=depth, resolution=resolution, trunk_options={"mlp_act": act})
-        module.log = lambda *a, **k: None  # no trainer attached
+        module = make_module(preset, False, depth, resolution, act)  # seeded, no trainer attached
         opt = module.configure_optimizers()["optimizer"]
 
         def train_step(module=module, opt=opt) -> None:
