@@ -13,6 +13,7 @@ from dit3d.cli import main
 from dit3d.data.pointcloud_io import read_ply
 from dit3d.data.pointclouds import PointCloudDataModule
 from dit3d.models import DiT3DModule
+from dit3d.nn.compiled import cpp_compiler, is_compiled
 from dit3d.pretrained import PretrainedError, save_pretrained
 
 CHAIR = "03001627"
@@ -311,3 +312,27 @@ def test_trunk_options_are_stored_with_the_network(tmp_path):
     net = ShapeGenerator.from_pretrained(tmp_path / "gen").net
     assert {m.approximate for m in net.modules() if isinstance(m, torch.nn.GELU)} == {"none"}
     assert "mlp_act" not in tiny_module().model.config  # unset: configs of earlier exports stay as they were
+
+
+@pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_sampling_matches_eager(trained, tmp_path):
+    gen = ShapeGenerator.from_pretrained(trained["gen_dir"])
+    eager = gen.sample_arrays(2, 8, seed=5)
+    assert gen.compile() is gen and is_compiled(gen.net)
+    np.testing.assert_allclose(gen.sample_arrays(2, 8, seed=5), eager, rtol=1e-4, atol=1e-5)
+    gen.save_pretrained(tmp_path / "again")  # compiled in place: it still saves as the float model
+    out = tmp_path / "c.npy"
+    main(["sample", "pointclouds", "--checkpoint", str(tmp_path / "again"), "-n", "2", "--num-points", "8",
+          "--seed", "5", "--compile", "--no-progress", "-o", str(out)])
+    np.testing.assert_allclose(np.load(out), eager, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_option_without_a_cpp_compiler(trained, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="--compile: .*install g\\+\\+ or clang\\+\\+"):
+        main(["sample", "pointclouds", "--checkpoint", str(trained["gen_dir"]), "-n", "2", "--compile",
+              "-o", str(tmp_path / "never.npy")])
+    assert not (tmp_path / "never.npy").exists()

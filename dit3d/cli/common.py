@@ -44,6 +44,24 @@ def apply_int8(gen: Any, args: argparse.Namespace) -> Any:
     return gen.quantize_int8()
 
 
+def add_compile_arg(p: argparse.ArgumentParser) -> None:
+    """``--compile`` of the DDPM ``dit3d sample`` commands (the generators' ``compile``, :mod:`dit3d.nn.compiled`)."""
+    p.add_argument("--compile", action="store_true",
+                   help="compile the network with torch.compile before sampling (the first step compiles: "
+                        "seconds to a minute; then ~1.6x faster int8 steps for DiT-3D-S/4 on two CPU threads; "
+                        "needs a C++ compiler on the CPU)")
+
+
+def apply_compile(gen: Any, args: argparse.Namespace) -> Any:
+    """``gen`` compiled when ``--compile`` was given (call after moving it to its device), else unchanged."""
+    if not getattr(args, "compile", False):
+        return gen
+    try:
+        return gen.compile()
+    except RuntimeError as e:  # no C++ compiler: say so without a traceback
+        raise SystemExit(f"--compile: {e}") from None
+
+
 def add_flow_sampling_args(p: argparse.ArgumentParser) -> None:
     """ODE options shared by ``dit3d sample molecules`` and ``dit3d sample crystals``."""
     p.add_argument("--steps", type=positive_int, help="ODE steps (default: the checkpoint's)")

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8,
-                              ddpm_export_sampling, fit_provenance, parse_notes, positive_int, report,
-                              sampling_overrides, write_json, write_npy)
+from dit3d.cli.common import (add_cache_interval_arg, add_compile_arg, add_ddpm_export_args, add_int8_arg,
+                              apply_compile, apply_int8, ddpm_export_sampling, fit_provenance, parse_notes,
+                              positive_int, report, sampling_overrides, write_json, write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -48,13 +48,15 @@ def _add_sampling_options(p: argparse.ArgumentParser,
     p.add_argument("--batch-size", type=positive_int, help="images denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
     add_int8_arg(p)
+    add_compile_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
 def _generator(args: argparse.Namespace):
     from dit3d.api_images import ImageGenerator
 
-    return apply_int8(ImageGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT), args).to(args.device)
+    gen = apply_int8(ImageGenerator.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT), args)
+    return apply_compile(gen.to(args.device), args)
 
 
 def _draw(gen: Any, labels: list[int], args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8,
-                              ddpm_export_sampling, parse_notes, positive_int, report, sampling_overrides)
+from dit3d.cli.common import (add_cache_interval_arg, add_compile_arg, add_ddpm_export_args, add_int8_arg,
+                              apply_compile, apply_int8, ddpm_export_sampling, parse_notes, positive_int, report,
+                              sampling_overrides)
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -38,6 +39,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, help="clouds denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
     add_int8_arg(p)
+    add_compile_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sample)
@@ -65,7 +67,7 @@ def run_sample(args: argparse.Namespace) -> None:
         raise SystemExit(f"{out}: folder {out.resolve().parent} does not exist")
     if out.is_dir():
         raise SystemExit(f"{out}: is a folder; give a file name ending in .npy or .ply")
-    gen = apply_int8(ShapeGenerator.from_pretrained(args.checkpoint), args).to(args.device)
+    gen = apply_compile(apply_int8(ShapeGenerator.from_pretrained(args.checkpoint), args).to(args.device), args)
     options = sampling_overrides(args)
     start = time.perf_counter()
     clouds = gen.sample_arrays(args.n, args.num_points, args.category, args.seed, not args.no_progress, **options)

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_ddpm_export_args, add_int8_arg, apply_int8,
-                              ddpm_export_sampling, fit_provenance, parse_notes, positive_int, report,
-                              sampling_overrides, write_json, write_npy)
+from dit3d.cli.common import (add_cache_interval_arg, add_compile_arg, add_ddpm_export_args, add_int8_arg,
+                              apply_compile, apply_int8, ddpm_export_sampling, fit_provenance, parse_notes,
+                              positive_int, report, sampling_overrides, write_json, write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".gif", ".npy")
 TASKS = ("unconditional", "predict", "backward", "interpolate", "complete")
@@ -49,6 +49,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, help="clips denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
     add_int8_arg(p)
+    add_compile_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
 
 
@@ -60,7 +61,7 @@ def _generator(args: argparse.Namespace):
         raise SystemExit(f"no video model at {path}; train one (OMP_NUM_THREADS=2 dit3d fit -c "
                          "configs/video/moving_digits_cpu.yaml), export it (dit3d export video "
                          "runs/video_moving_digits_cpu/checkpoints/last.ckpt -o DIR --eta 1) and pass --checkpoint DIR")
-    return apply_int8(VideoGenerator.from_pretrained(path), args).to(args.device)
+    return apply_compile(apply_int8(VideoGenerator.from_pretrained(path), args).to(args.device), args)
 
 
 def _guided(args: argparse.Namespace) -> bool:
