@@ -142,3 +142,9 @@ def test_benchmark_runs_on_a_tiny_preset():
                 "denoise_step_int8_s", "sample_2_int8_s", "sample_int8_speedup", "sample_2_int8_window_s"):
         assert result[key] > 0, key
     assert result["samples_finite"] and result["int8_samples_finite"] and result["mlp_act"] == "gelu"
+    from dit3d.nn.compiled import cpp_compiler
+
+    if cpp_compiler() is not None:  # compiled sampling is timed wherever torch.compile can build CPU kernels
+        for key in ("compile_int8_s", "sample_2_int8_compiled_s", "compile_int8_window_s",
+                    "sample_2_int8_window_compiled_s"):
+            assert result[key] > 0, key

@@ -19,6 +19,10 @@
 - ``*_window``: the same with the paper's 3-D window attention (4x4x4-token windows in
   blocks 0, 3, 6, 9), side by side with global attention; ``sample_{batch}_int8_window_s``
   is the int8 sampler on that network.
+- ``compile_int8_s``, ``sample_{batch}_int8_compiled_s`` (and ``*_window``): the int8
+  sampling networks compiled with ``torch.compile`` (:mod:`dit3d.nn.compiled`): seconds of
+  the first forward, which compiles (from a cold or warm Inductor cache, whichever this
+  machine has), then of the default sampler; ``None`` without a C++ compiler.
 - ``mlp_act``: the trunk's MLP activation for every network timed here: DiT's
   ``"gelu_tanh"`` (default) or the exact ``"gelu"`` (``--mlp-act gelu``; faster on CPUs,
   ``python -m dit3d.bench gelu``).
@@ -103,6 +107,27 @@ def int8_window_time(module, batch: int, num_points: int, sample_steps: int, eta
     return round(time.perf_counter() - start, 2)
 
 
+def compiled_times(module, points: torch.Tensor, labels: torch.Tensor, batch: int, num_points: int,
+                   sample_steps: int, eta: float, g: torch.Generator) -> tuple[float | None, float | None]:
+    """``(compile_s, sample_s)`` after :func:`~dit3d.nn.compiled.compile_for_sampling` of
+    ``module``'s sampling network (in place): the first forward, which compiles (cold or warm
+    Inductor cache: whatever this machine holds), then the default sampler; ``(None, None)``
+    without a C++ compiler."""
+    from dit3d.nn.compiled import compile_for_sampling, cpp_compiler
+
+    if cpp_compiler() is None:
+        return None, None
+    net = compile_for_sampling(module.sampling_model.eval())
+    t = torch.full((points.shape[0],), 500, dtype=torch.long)
+    start = time.perf_counter()
+    with torch.no_grad():
+        net(points, t, labels)
+    compile_s = round(time.perf_counter() - start, 2)
+    start = time.perf_counter()
+    module.sample(batch, num_points, sampler="ddim", steps=sample_steps, eta=eta, generator=g)
+    return compile_s, round(time.perf_counter() - start, 2)
+
+
 def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_points: int = 2048,
         sample_steps: int = 100, eta: float = 1.0, depth: int | None = None, resolution: int = 32,
         cache_interval: int = 2, mlp_act: str = "gelu_tanh") -> dict[str, Any]:
@@ -132,6 +157,10 @@ def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_poi
     result |= int8_times(module, points, labels, repeats, batch, num_points, sample_steps, eta, g)
     result["sample_int8_speedup"] = round(result[f"sample_{batch}_s"] / result[f"sample_{batch}_int8_s"], 2)
     result[f"sample_{batch}_int8_window_s"] = int8_window_time(window_module, batch, num_points, sample_steps, eta, g)
+    for suffix, net_module in (("", module), ("_window", window_module)):
+        compile_s, sample_s = compiled_times(net_module, points, labels, batch, num_points, sample_steps, eta, g)
+        result[f"compile_int8{suffix}_s"] = compile_s
+        result[f"sample_{batch}_int8{suffix}_compiled_s"] = sample_s
     result[f"sample_{batch}_ddpm1000_est_s"] = round(1000 * timed["denoise_step_s"], 1)
     result["samples_finite"] = bool(torch.isfinite(clouds).all() and torch.isfinite(cached).all())
     threads = torch.get_num_threads()
