@@ -48,7 +48,7 @@ def add_compile_arg(p: argparse.ArgumentParser) -> None:
     """``--compile`` of the DDPM ``dit3d sample`` commands (the generators' ``compile``, :mod:`dit3d.nn.compiled`)."""
     p.add_argument("--compile", action="store_true",
                    help="compile the network with torch.compile before sampling (the first step compiles: "
-                        "seconds to a minute; then ~1.6x faster int8 steps for DiT-3D-S/4 on two CPU threads; "
+                        "seconds to a minute; then ~1.3x faster int8 sampling for DiT-3D-S/4 on two CPU threads; "
                         "needs a C++ compiler on the CPU)")
 
 

@@ -4,8 +4,10 @@ Sampling calls one network with the same shapes tens to thousands of times, so w
 TorchInductor does once pays every step: it fuses the elementwise work between the large
 matmuls (norms, adaLN modulation, GELU, gates, and the per-token quantization and
 rescaling of :mod:`dit3d.nn.quantize`) into single passes over memory. On two CPU threads
-DiT-3D-S/4's int8 denoising step runs about 1.6x faster compiled (``python -m dit3d.bench
-dit3d``, README's Benchmarks); float steps gain less.
+DiT-3D-S/4 samples 8 clouds in int8 about 1.3x faster compiled (``python -m dit3d.bench
+dit3d``: 70.1 -> 52.4 s for DDIM 100; README's Benchmarks). Training steps gain little
+(1.03-1.08x measured for a train step of DiT-3D-S/4 and of the video model), so this is
+for sampling only.
 
 The first call compiles (on the CPU it writes and builds C++ kernels: about 15-45 s for
 DiT-3D-S/4 on two cores, a few seconds once Inductor's on-disk cache holds the kernels);
