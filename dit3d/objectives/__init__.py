@@ -10,6 +10,8 @@ with zeros, zero in samples, and forwarded to the network as ``mask=``.
   :math:`v`-prediction, ancestral and DDIM sampling (integer ``t``).
 - :class:`FlowMatching`: linear-interpolant flow matching with Euler/Heun sampling and
   optional self-conditioning (float ``t`` in :math:`[0, 1]`).
+- :func:`permutation_coupling`: optimal-transport pairing of noise and data tokens of a
+  set (``FlowMatching(coupling="permutation")``).
 - :func:`classifier_free_guidance`: wraps a model for guided sampling with either.
 - :func:`known_training_loss` / :func:`known_sample_loop`: DDPM conditioned on known
   entries given clean (VDT's mask modelling: one network, any mask at sampling time).
@@ -27,6 +29,7 @@ Example:
     0.0
 """
 from .ddpm import GaussianDiffusion, PMeanVariance
+from .coupling import permutation_coupling
 from .flow_matching import FlowMatching
 from .guidance import classifier_free_guidance
 from .known import known_sample_loop, known_training_loss, replace_known
@@ -37,6 +40,7 @@ __all__ = [
     "GaussianDiffusion",
     "PMeanVariance",
     "FlowMatching",
+    "permutation_coupling",
     "classifier_free_guidance",
     "known_sample_loop",
     "known_training_loss",

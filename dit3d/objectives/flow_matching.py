@@ -20,6 +20,7 @@ from torch import Tensor
 from dit3d.checks import finite_float, positive_int
 from ._utils import (ModelFn, append_dims, call_model, check_batch_vector, check_finite, check_option,
                      progress_bar, rand, randn, sample_device)
+from .coupling import COUPLINGS, permutation_coupling
 from .masking import apply_mask, masked_mean, validate_mask
 
 __all__ = ["FlowMatching"]
@@ -52,6 +53,12 @@ class FlowMatching:
     otherwise ``self_cond=0``. The sampler feeds each step the previous estimate.
     When the probability is 0 the ``self_cond`` keyword is never passed.
 
+    Coupling: ``"independent"`` pairs data with noise as drawn; ``"permutation"`` treats
+    axis 1 as a set of tokens and reorders each sample's noise tokens to the
+    optimal-transport assignment onto its data tokens
+    (:func:`~dit3d.objectives.coupling.permutation_coupling`): straighter, less crossing
+    paths for set data such as atoms, with sampling unchanged.
+
     Args:
         prediction: network output, ``"velocity"`` or ``"x1"``.
         time_sampling: training-time law, ``"uniform"`` or ``"logit_normal"``.
@@ -59,6 +66,7 @@ class FlowMatching:
         logit_std: :math:`s > 0` of the logit-normal law.
         self_condition_prob: probability of a self-conditioning pass, in :math:`[0, 1]`.
         min_one_minus_t: :math:`\delta > 0` above.
+        coupling: ``"independent"`` or ``"permutation"`` (training pairs only).
 
     Example:
         >>> import torch
@@ -69,8 +77,10 @@ class FlowMatching:
     """
 
     def __init__(self, prediction: str = "velocity", time_sampling: str = "uniform", logit_mean: float = 0.0,
-                 logit_std: float = 1.0, self_condition_prob: float = 0.0, min_one_minus_t: float = 1e-3) -> None:
+                 logit_std: float = 1.0, self_condition_prob: float = 0.0, min_one_minus_t: float = 1e-3,
+                 coupling: str = "independent") -> None:
         check_option("prediction", prediction, PREDICTIONS)
+        check_option("coupling", coupling, COUPLINGS)
         check_option("time_sampling", time_sampling, TIME_SAMPLINGS)
         if logit_std <= 0:
             raise ValueError(f"logit_std must be > 0, got {logit_std}")
@@ -84,6 +94,7 @@ class FlowMatching:
         self.logit_std = logit_std
         self.self_condition_prob = self_condition_prob
         self.min_one_minus_t = min_one_minus_t
+        self.coupling = coupling
 
     # ------------------------------------------------------------- basic maths
     def sample_time(self, batch_size: int, generator: torch.Generator | None = None,
@@ -180,6 +191,8 @@ class FlowMatching:
         if t is None:
             t = self.sample_time(x1.shape[0], generator, x1.device, x1.dtype)
         x0 = apply_mask(randn(x1.shape, generator, x1.device, x1.dtype), mask)
+        if self.coupling == "permutation":
+            x0 = permutation_coupling(x0, x1, mask)
         x_t = self.interpolate(x0, x1, t)
         kwargs = dict(model_kwargs)
         if self.self_condition_prob > 0:
