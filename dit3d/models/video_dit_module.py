@@ -88,6 +88,10 @@ class VideoDiTModule(DDPMModule):
         trunk_options: further :class:`~dit3d.nn.DiTTrunk` arguments, stored with the
             network, e.g. ``{"mlp_act": "gelu"}`` (exact GELU, faster on CPUs than DiT's tanh
             approximation) or ``{"qk_norm": True}``.
+        min_snr_gamma: weight the training loss with Min-SNR-:math:`\gamma` (Hang et al. 2023;
+            :meth:`~dit3d.objectives.GaussianDiffusion.min_snr_weight`, the paper's
+            :math:`\gamma` is 5); ``None`` (default): the unweighted loss of ``prediction``.
+            Validation losses stay unweighted.
 
     Example:
         >>> m = VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, num_timesteps=10)
@@ -105,9 +109,12 @@ class VideoDiTModule(DDPMModule):
                  task_weights: dict[str, float] | None = None, num_timesteps: int = 1000, schedule: str = "linear",
                  beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "eps", lr: float = 1e-4,
                  weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.9999, num_classes: int = 0,
-                 class_dropout: float = 0.1, trunk_options: Mapping[str, Any] | None = None) -> None:
+                 class_dropout: float = 0.1, trunk_options: Mapping[str, Any] | None = None,
+                 min_snr_gamma: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be > 0 (the paper uses 5) or None for no weighting, got {min_snr_gamma!r}")
         self.task_weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
         task_probabilities(self.task_weights)  # fail early on bad weights
         self.model = VideoDiT(trunk, patch_size, time_patch, num_frames, image_size, in_channels, attention,
@@ -138,19 +145,22 @@ class VideoDiTModule(DDPMModule):
         return video, label
 
     def masked_loss(self, net: torch.nn.Module, video: Tensor, generator: torch.Generator | None = None,
-                    y: Tensor | None = None) -> Tensor:
+                    y: Tensor | None = None, min_snr_gamma: float | None = None) -> Tensor:
         """The mask-modelling loss of ``net`` on ``video`` with a task mask per clip drawn
         from ``generator`` (``None``: torch's global RNG), as are ``t`` and the noise;
-        ``y`` ``(B,)``: the labels the network is told (conditional networks; ``None``: null class)."""
+        ``y`` ``(B,)``: the labels the network is told (conditional networks; ``None``: null
+        class); ``min_snr_gamma``: Min-SNR loss weights (training only, so that validation
+        losses of differently weighted runs compare)."""
         given, _ = sample_task_masks(video.shape[0], self.model.tokenizer.grid_size, self.task_weights, generator)
         given = given.to(video.device)  # (B, T)
         known = self.model.tokenizer.tokens_to_video(given)  # (B, 1, F, H, W)
-        return known_training_loss(self.diffusion, net, video, known, generator, given=given, y=y)
+        return known_training_loss(self.diffusion, net, video, known, generator, min_snr_gamma=min_snr_gamma,
+                                   given=given, y=y)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         video, label = self.unpack(batch)
         y = None if label is None else self.model.drop_labels(label)  # (B,), null class with prob class_dropout
-        loss = self.masked_loss(self.model, video, y=y)
+        loss = self.masked_loss(self.model, video, y=y, min_snr_gamma=self.hparams.min_snr_gamma)
         self.log("train/loss", loss, prog_bar=True, batch_size=video.shape[0])
         return loss
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._utils import ModelFn, check_finite, randint, randn
+from ._utils import ModelFn, append_dims, check_finite, randint, randn
 from .ddpm import GaussianDiffusion
 
 __all__ = ["known_sample_loop", "known_training_loss", "replace_known"]
@@ -63,7 +63,7 @@ def replace_known(x: Tensor, x0: Tensor, known: Tensor) -> Tensor:
 
 def known_training_loss(diffusion: GaussianDiffusion, model_fn: ModelFn, x0: Tensor, known: Tensor,
                         generator: torch.Generator | None = None, t: Tensor | None = None,
-                        **model_kwargs: Any) -> Tensor:
+                        min_snr_gamma: float | None = None, **model_kwargs: Any) -> Tensor:
     r"""DDPM loss on the generated entries, with the known ones given clean (see the module doc).
 
     Args:
@@ -75,6 +75,8 @@ def known_training_loss(diffusion: GaussianDiffusion, model_fn: ModelFn, x0: Ten
             against ``(B, C, F, H, W)``).
         generator: random generator for :math:`t` and the noise.
         t: fixed timesteps instead of uniform ones.
+        min_snr_gamma: weight each sample's error by
+            :meth:`~dit3d.objectives.GaussianDiffusion.min_snr_weight`; ``None``: unweighted.
         **model_kwargs: extra network inputs.
 
     Shapes:
@@ -100,6 +102,8 @@ def known_training_loss(diffusion: GaussianDiffusion, model_fn: ModelFn, x0: Ten
         raise ValueError(f"model_fn must return a tensor of x_t's shape {tuple(x0.shape)}, got {shape}")
     generated = (~known).expand_as(out).to(out.dtype)
     err = (out - diffusion.training_target(x0, noise, t)) ** 2
+    if min_snr_gamma is not None:
+        err = err * append_dims(diffusion.min_snr_weight(t, min_snr_gamma).to(err.dtype), err.dim())
     return (err * generated).sum() / generated.sum().clamp(min=1.0)
 
 
