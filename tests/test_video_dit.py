@@ -306,13 +306,18 @@ def test_labels_and_guidance_need_a_conditional_model():
         sample_videos(conditional, diffusion, 2, steps=2, label=torch.tensor([1, 2, 3]))
 
 
-def test_conditional_cpu_config_differs_only_in_labels_and_output_paths():
+def test_conditional_cpu_config_differs_only_in_labels_loss_weights_stop_and_output_paths():
+    """The conditional config is the unconditional one plus labels, without the Min-SNR loss
+    weights (measured worse for it) and stopped by time as the unconditional one was then."""
     old = yaml.safe_load((ROOT / "configs/video/moving_digits_cpu.yaml").read_text())
     new = yaml.safe_load((ROOT / "configs/video/moving_digits_cond_cpu.yaml").read_text())
-    assert new["model"]["init_args"] == {**old["model"]["init_args"], "num_classes": 10, "class_dropout": 0.1}
+    plain = {k: v for k, v in old["model"]["init_args"].items() if k != "min_snr_gamma"}
+    assert old["model"]["init_args"]["min_snr_gamma"] == 5.0 and "min_snr_gamma" not in new["model"]["init_args"]
+    assert new["model"]["init_args"] == {**plain, "num_classes": 10, "class_dropout": 0.1}
     assert new["data"] == old["data"] and new["data"]["init_args"]["num_digits"] == 1
-    paths = yaml.safe_dump(new["trainer"]).replace("video_moving_digits_cond_cpu", "video_moving_digits_cpu")
-    assert yaml.safe_load(paths) == old["trainer"]
+    paths = yaml.safe_load(yaml.safe_dump(new["trainer"]).replace("video_moving_digits_cond_cpu", "video_moving_digits_cpu"))
+    assert paths.pop("max_time") == "00:00:30:00" and old["trainer"].pop("max_steps") == 7500
+    assert paths == old["trainer"]
     assert new["trainer"]["default_root_dir"] == "runs/video_moving_digits_cond_cpu"
     m = VideoDiTModule(**new["model"]["init_args"])
     assert m.model.null_class == 10 and m.model.video_shape == (1, 8, 32, 32)

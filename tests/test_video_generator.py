@@ -1,6 +1,7 @@
 """VideoGenerator: Lightning checkpoint -> pretrained folder -> seeded tasks; PNG strips and GIFs; digit
 conditioning with classifier-free guidance for class-conditional models; the shipped unconditional folder."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +167,17 @@ def test_conditional_tasks_keep_the_given_frames_and_can_use_the_true_digits(con
         two.run_task("predict", n=3, true_digits=True)
 
 
-def test_the_shipped_unconditional_folder_still_loads():
-    folder = ROOT / "data/video_digits_cpu"
-    if not (folder / "model.safetensors").is_file():
+def test_the_shipped_unconditional_folder_loads_also_as_saved_before_labels_existed(tmp_path):
+    shipped = ROOT / "data/video_digits_cpu"
+    if not (shipped / "model.safetensors").is_file():
         pytest.skip("no shipped video model")
-    config = json.loads((folder / "config.json").read_text())["video_dit"]
-    assert "num_classes" not in config  # saved before labels existed
+    folder = tmp_path / "old"
+    shutil.copytree(shipped, folder)
+    full = json.loads((folder / "config.json").read_text())
+    assert full["video_dit"].get("num_classes", 0) == 0
+    full["video_dit"].pop("num_classes", None)  # folders written before labels existed lack the key
+    (folder / "config.json").write_text(json.dumps(full))
+    config = full["video_dit"]
     gen = VideoGenerator.from_pretrained(folder)
     assert gen.num_classes == 0 and gen.net.null_class is None and gen.net.config == config
     with pytest.raises(ValueError, match="digit given to an unconditional"):
