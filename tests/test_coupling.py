@@ -54,6 +54,12 @@ def test_bad_shapes_raise():
         permutation_coupling(torch.zeros(3), torch.zeros(3))
     with pytest.raises(ValueError, match="share one shape"):
         permutation_coupling(torch.zeros(2, 3, 1), torch.zeros(2, 4, 1))
+    nan = torch.zeros(2, 3, 1)
+    nan[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="x1 contains NaN"):
+        permutation_coupling(torch.zeros(2, 3, 1), nan)
+    with pytest.raises(ValueError, match="x0 contains NaN"):
+        permutation_coupling(nan, torch.zeros(2, 3, 1))
     with pytest.raises(ValueError, match="per-token mask"):
         permutation_coupling(torch.zeros(2, 3, 1), torch.zeros(2, 3, 1), torch.ones(2, 3, 1, dtype=torch.bool))
 

@@ -14,6 +14,7 @@ from dit3d.models.video_dit import VideoDiT
 from dit3d.models.video_dit_sampling import sample_videos
 from dit3d.models.video_masks import DEFAULT_TASK_WEIGHTS, VIDEO_TASKS, sample_task_masks, task_probabilities
 from dit3d.objectives import GaussianDiffusion, known_training_loss
+from dit3d.objectives.ddpm import check_min_snr_gamma
 
 
 def video_labels(batch: Mapping[str, Tensor]) -> Tensor:
@@ -113,8 +114,7 @@ class VideoDiTModule(DDPMModule):
                  min_snr_gamma: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if min_snr_gamma is not None and not min_snr_gamma > 0:
-            raise ValueError(f"min_snr_gamma must be > 0 (the paper uses 5) or None for no weighting, got {min_snr_gamma!r}")
+        check_min_snr_gamma(min_snr_gamma)  # at construction, not at the first training step
         self.task_weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
         task_probabilities(self.task_weights)  # fail early on bad weights
         self.model = VideoDiT(trunk, patch_size, time_patch, num_frames, image_size, in_channels, attention,

@@ -30,6 +30,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from ._utils import check_finite
 from .masking import validate_mask
 
 __all__ = ["COUPLINGS", "permutation_coupling"]
@@ -66,13 +67,16 @@ def permutation_coupling(x0: Tensor, x1: Tensor, mask: Tensor | None = None) -> 
     mask = validate_mask(mask, x1)
     if mask is not None and mask.dim() != 2:
         raise ValueError(f"permutation coupling needs a per-token mask (B, N), got {tuple(mask.shape)}")
+    check_finite(x0, "x0")
+    check_finite(x1, "x1")
     flat0, flat1 = x0.flatten(2), x1.flatten(2)  # (B, N, F)
     cost = torch.cdist(flat1.double(), flat0.double()).square().cpu().numpy()  # (B, N, N)
-    counts = [x1.shape[1]] * x1.shape[0] if mask is None else mask.sum(1).tolist()
-    index = np.tile(np.arange(x1.shape[1]), (x1.shape[0], 1))  # (B, N) source token of each position
-    for b, n in enumerate(counts):
-        real = np.arange(x1.shape[1]) if mask is None else np.flatnonzero(mask[b].cpu().numpy())
-        if n > 1:
+    B, N = x1.shape[:2]
+    real_mask = np.ones((B, N), dtype=bool) if mask is None else mask.cpu().numpy()
+    index = np.tile(np.arange(N), (B, 1))  # (B, N) source token of each position
+    for b in range(B):
+        real = np.flatnonzero(real_mask[b])
+        if len(real) > 1:
             _, cols = linear_sum_assignment(cost[b][np.ix_(real, real)])
             index[b, real] = real[cols]
     index_t = torch.as_tensor(index, device=x0.device)

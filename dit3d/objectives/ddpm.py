@@ -28,6 +28,12 @@ __all__ = ["GaussianDiffusion", "PMeanVariance"]
 PREDICTIONS = ("eps", "x0", "v")
 
 
+def check_min_snr_gamma(gamma: float | None) -> None:
+    """Raise ``ValueError`` unless ``gamma`` is ``None`` (no weighting) or a number > 0."""
+    if gamma is not None and not gamma > 0:
+        raise ValueError(f"min_snr_gamma must be > 0 (the paper uses 5) or None for no weighting, got {gamma!r}")
+
+
 class PMeanVariance(NamedTuple):
     """Reverse-step Gaussian :math:`p_\\theta(x_{t-1} \\mid x_t)` and the x0 estimate behind it."""
 
@@ -228,15 +234,15 @@ class GaussianDiffusion(DDPMSamplingMixin):
         Shapes:
             - **t:** :math:`(B,)` integer; **output:** :math:`(B,)` float64 on ``t``'s device.
         """
-        if not gamma > 0:
-            raise ValueError(f"min_snr_gamma must be > 0 (the paper uses 5), got {gamma!r}")
+        check_min_snr_gamma(gamma)
         snr = self.snr(t)
         clipped = snr.clamp(max=float(gamma))
         denominator = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1.0}[self.prediction]
         return (clipped / denominator).to(t.device)
 
-    def _loss_weight(self, t: Tensor, x: Tensor, min_snr_gamma: float | None) -> Tensor | float:
-        """Per-sample weights broadcast against ``x``, or 1.0 without weighting."""
+    def loss_weight(self, t: Tensor, x: Tensor, min_snr_gamma: float | None) -> Tensor | float:
+        """Per-sample :meth:`min_snr_weight` broadcast against ``x`` in its dtype, or 1.0
+        when ``min_snr_gamma`` is ``None`` (the unweighted loss)."""
         if min_snr_gamma is None:
             return 1.0
         return append_dims(self.min_snr_weight(t, min_snr_gamma).to(x.dtype), x.dim())
@@ -274,7 +280,7 @@ class GaussianDiffusion(DDPMSamplingMixin):
         x_t = self.q_sample(x0, t, noise)
         out = call_model(model_fn, x_t, t, mask, **model_kwargs)
         err = (out - self.training_target(x0, noise, t)) ** 2
-        return masked_mean(err * self._loss_weight(t, err, min_snr_gamma), mask)
+        return masked_mean(err * self.loss_weight(t, err, min_snr_gamma), mask)
 
     # ---------------------------------------------------------------- sampling
     def _denoise(self, model_fn: ModelFn, x_t: Tensor, t: Tensor, clip_denoised: float | None,

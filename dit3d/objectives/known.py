@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._utils import ModelFn, append_dims, check_finite, randint, randn
+from ._utils import ModelFn, check_finite, randint, randn
 from .ddpm import GaussianDiffusion
 
 __all__ = ["known_sample_loop", "known_training_loss", "replace_known"]
@@ -102,8 +102,7 @@ def known_training_loss(diffusion: GaussianDiffusion, model_fn: ModelFn, x0: Ten
         raise ValueError(f"model_fn must return a tensor of x_t's shape {tuple(x0.shape)}, got {shape}")
     generated = (~known).expand_as(out).to(out.dtype)
     err = (out - diffusion.training_target(x0, noise, t)) ** 2
-    if min_snr_gamma is not None:
-        err = err * append_dims(diffusion.min_snr_weight(t, min_snr_gamma).to(err.dtype), err.dim())
+    err = err * diffusion.loss_weight(t, err, min_snr_gamma)
     return (err * generated).sum() / generated.sum().clamp(min=1.0)
 
 
