@@ -360,3 +360,68 @@ def test_permutation_coupling_option_trains_and_reloads(trained):
         flow.self_condition_prob = prob
     coupled, independent = ((x - z).square().sum((1, 2)) for x in seen)
     assert bool((coupled <= independent + 1e-5).all()) and float(coupled.sum()) < 0.8 * float(independent.sum())
+
+
+def test_warm_start_copies_the_source_and_adds_a_zero_element_table(trained):
+    """``init_from`` continues a plain latent DiT as an element-conditioned one: at step 0 it
+    computes exactly what the source did, whatever elements it is given; training then
+    measures the compositions and moves the table; its own checkpoints reload without the
+    source file."""
+    tmp, source = trained["tmp"], trained["latent"]
+    ae = trained["ae"].autoencoder
+    kwargs = dict(preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, warmup_steps=1, stats_batches=2,
+                  max_atoms=32)
+    module = ADiTLatentModule(str(trained["tmp"] / "ae.ckpt"), element_conditioning=True,
+                              init_from=str(trained["latent_ckpt"]), **kwargs)
+    module.load_init_weights()
+    for name in ("latent_mean", "latent_std", "atom_count_hist"):
+        assert torch.equal(getattr(module, name), getattr(source, name))
+    assert bool(module.stats_ready) and module.compositions.numel() == 0
+    x, t = torch.randn(2, 5, ae.latent_dim), torch.tensor([0.3, 0.8])
+    y, mask = torch.tensor([0, 0]), torch.ones(2, 5, dtype=torch.bool)
+    for mine, theirs in ((module.dit, source.dit), (module.ema_dit, source.ema_dit)):
+        assert not torch.equal(source.dit.state_dict()["trunk.blocks.0.attn.qkv.weight"],
+                               source.ema_dit.state_dict()["trunk.blocks.0.attn.qkv.weight"])  # raw and EMA differ
+        expected = theirs(x, t, y=y, mask=mask)
+        for labels in (torch.zeros(2, 5, dtype=torch.long), torch.tensor([[6, 8, 1, 1, 7]] * 2)):
+            assert torch.equal(mine(x, t, y=y, mask=mask, token_labels=labels), expected)
+
+    torch.manual_seed(0)
+    data = QM9DataModule(batch_size=32, train_subset=256, val_subset=64)
+    trainer = tiny_trainer(tmp, 2)
+    trainer.fit(module, datamodule=data)
+    assert module.compositions.numel() > 0 and module.composition_weight[0].sum() == len(data.train_dataset)
+    assert module.dit.token_embed.weight.abs().sum() > 0  # the elements now matter
+    assert torch.equal(module.latent_std, source.latent_std)  # the latents are standardised as the DiT learnt them
+    moved = tmp / "warm_start_source.ckpt"
+    shutil.copy(trained["latent_ckpt"], moved)
+    restarted = ADiTLatentModule(str(trained["tmp"] / "ae.ckpt"), element_conditioning=True, init_from=str(moved),
+                                 **kwargs)
+    trainer = tiny_trainer(tmp, 2)
+    trainer.fit(restarted, datamodule=data)
+    trainer.save_checkpoint(tmp / "warm.ckpt")
+    moved.unlink()
+    reloaded = load_latent_checkpoint(tmp / "warm.ckpt")
+    assert torch.equal(reloaded.compositions, restarted.compositions)
+
+    folder = ADiTLatentModule(str(trained["tmp"] / "ae.ckpt"), init_from=str(trained["gen_dir"]), **kwargs)
+    folder.load_init_weights()  # a generator folder holds the EMA network: it starts both
+    exported = MoleculeGenerator.from_pretrained(trained["gen_dir"]).dit.state_dict()
+    for net in (folder.dit, folder.ema_dit):
+        assert all(torch.equal(v, exported[k]) for k, v in net.state_dict().items())
+
+
+def test_warm_start_refuses_another_encoder_or_architecture(trained, tmp_path):
+    ae_ckpt, ckpt = str(trained["tmp"] / "ae.ckpt"), str(trained["latent_ckpt"])
+    kwargs = dict(preset="DiT-Mini", hidden_size=48, num_heads=4, max_atoms=32, init_from=ckpt)
+    other_encoder = ADiTLatentModule(trained["ae"].autoencoder.config, depth=1, **kwargs)  # untrained autoencoder
+    with pytest.raises(ValueError, match="another encoder"):
+        other_encoder.load_init_weights()
+    with pytest.raises(ValueError, match="preset, depth, width"):
+        ADiTLatentModule(ae_ckpt, depth=2, **kwargs).load_init_weights()
+    with pytest.raises(ValueError, match="set max_atoms"):
+        ADiTLatentModule(ae_ckpt, depth=1, **dict(kwargs, max_atoms=40)).load_init_weights()
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file or pretrained folder"):
+        ADiTLatentModule(ae_ckpt, depth=1, **dict(kwargs, init_from=str(tmp_path / "none.ckpt"))).load_init_weights()
+    with pytest.raises(ValueError, match="not a latent-DiT checkpoint"):
+        ADiTLatentModule(ae_ckpt, depth=1, **dict(kwargs, init_from=ae_ckpt)).load_init_weights()

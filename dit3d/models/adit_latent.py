@@ -13,6 +13,7 @@ from torch_geometric.data import Data
 from dit3d.data.qm9 import element_counts, graph_values
 from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_latents
 from dit3d.models.checkpoint import module_from_checkpoint, read_lightning_checkpoint
+from dit3d.models.adit_warm_start import load_dit_state, read_latent_source
 from dit3d.models.ema import ema_copy, update_ema_
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.models.resume import RNGStateMixin
@@ -149,6 +150,13 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             assignment onto its atoms' latents (equivariant OT flow matching, Klein et al.
             2023), for straighter flows; sampling is the same either way. On QM9 it
             learnt slower than ADiT's independent pairs (data/adit_qm9_cpu/README.md).
+        init_from: start from a trained latent DiT (a stage-2 ``.ckpt`` or an ADiT
+            generator folder) of the same size, trained on the latents of the same encoder:
+            its weights and latent statistics are copied in when fitting starts
+            (:meth:`load_init_weights`; a resumed run's checkpoint then overwrites them), so
+            loading this module's own checkpoints never needs the file. The source may lack
+            element conditioning: the element table then starts at zero, so training
+            continues from exactly the source's model and learns what the elements add.
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
@@ -158,7 +166,8 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  max_atoms: int = 64, ema_decay: float = 0.999, spacegroup_conditioning: bool = False,
                  spacegroup_dropout: float = 0.2,
                  element_conditioning: bool | Literal["molecules", "crystals"] = False,
-                 trunk_options: Mapping[str, Any] | None = None, coupling: str = "independent") -> None:
+                 trunk_options: Mapping[str, Any] | None = None, coupling: str = "independent",
+                 init_from: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
@@ -184,6 +193,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         if self.element_kinds:  # filled by measure_compositions; sized by the data, so loading resizes them
             self.register_buffer("compositions", torch.zeros(0, self.autoencoder.max_z + 1, dtype=torch.long))
             self.register_buffer("composition_weight", torch.zeros(2, 0))
+        self._init_loaded = init_from is None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         for name in ("compositions", "composition_weight"):
@@ -238,14 +248,47 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         device = self.latent_mean.device
         self.compositions, self.composition_weight = table.to(device), weight.to(device)
 
+    def load_init_weights(self) -> None:
+        """Copy the latent DiT of ``init_from`` (raw and EMA weights, latent statistics and
+        atom-count histograms) into this module (once: ``fit`` calls it when it starts).
+
+        Raises:
+            ValueError: ``init_from`` was trained on another encoder's latents, or its DiT
+                has another architecture than this module's.
+        """
+        path = self.hparams.init_from
+        source = read_latent_source(path)
+        if not self.autoencoder.same_encoder(source.autoencoder):
+            raise ValueError(f"init_from {path} learnt the latents of another encoder than this module's "
+                             "autoencoder; set autoencoder to the one the source was trained with")
+        load_dit_state(self.dit, source.dit, str(path))
+        if self.ema_dit is not None:
+            load_dit_state(self.ema_dit, source.ema_dit, str(path))
+        for name, value in source.buffers.items():
+            mine = getattr(self, name)
+            if value.shape != mine.shape:
+                raise ValueError(f"init_from {path}: {name} has shape {tuple(value.shape)}, this module's "
+                                 f"{tuple(mine.shape)}; set max_atoms as the source did")
+            mine.copy_(value)
+        self.stats_ready.fill_(True)
+        self._init_loaded = True
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not self._init_loaded:
+            self.load_init_weights()  # before a resumed checkpoint is restored, which overwrites it
+
     def on_fit_start(self) -> None:
-        if bool(self.stats_ready):
+        needs_compositions = bool(self.element_kinds) and self.compositions.numel() == 0  # e.g. after a warm start
+        if bool(self.stats_ready) and not needs_compositions:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_dataset"):
             raise RuntimeError("ADiTLatentModule measures latent statistics from the datamodule's train_dataset; "
                                "pass a datamodule to Trainer.fit (e.g. dit3d.data.QM9DataModule or JointDataModule)")
-        self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
+        if bool(self.stats_ready):
+            self.measure_compositions(datamodule.train_dataset)
+        else:
+            self.measure_statistics(datamodule.train_dataset, datamodule.train_dataloader())
 
     # ------------------------------------------------------------------- labels
     def label_for(self, kind: int = MOLECULE, spacegroup: int | None = None) -> int:
