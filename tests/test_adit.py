@@ -403,6 +403,11 @@ def test_warm_start_copies_the_source_and_adds_a_zero_element_table(trained):
     moved.unlink()
     reloaded = load_latent_checkpoint(tmp / "warm.ckpt")
     assert torch.equal(reloaded.compositions, restarted.compositions)
+    # resuming rebuilds the module from the checkpoint's hyper-parameters (autoencoder as a config dict,
+    # as LightningCLI does with --ckpt_path): the source file is not needed and the trained weights win
+    resumed = ADiTLatentModule(**dict(reloaded.hparams, autoencoder=dict(reloaded.hparams["autoencoder"])))
+    tiny_trainer(tmp, 3).fit(resumed, datamodule=data, ckpt_path=tmp / "warm.ckpt")
+    assert resumed.global_step == 3 and torch.equal(resumed.latent_std, source.latent_std)
 
     folder = ADiTLatentModule(str(trained["tmp"] / "ae.ckpt"), init_from=str(trained["gen_dir"]), **kwargs)
     folder.load_init_weights()  # a generator folder holds the EMA network: it starts both

@@ -153,8 +153,9 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         init_from: start from a trained latent DiT (a stage-2 ``.ckpt`` or an ADiT
             generator folder) of the same size, trained on the latents of the same encoder:
             its weights and latent statistics are copied in when fitting starts
-            (:meth:`load_init_weights`; a resumed run's checkpoint then overwrites them), so
-            loading this module's own checkpoints never needs the file. The source may lack
+            (:meth:`load_init_weights`), unless ``autoencoder`` is a config dict: then the
+            weights come from this module's own checkpoint (loading it, or resuming a run
+            from it), so neither needs the source file. The source may lack
             element conditioning: the element table then starts at zero, so training
             continues from exactly the source's model and learns what the elements add.
     """
@@ -193,7 +194,10 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         if self.element_kinds:  # filled by measure_compositions; sized by the data, so loading resizes them
             self.register_buffer("compositions", torch.zeros(0, self.autoencoder.max_z + 1, dtype=torch.long))
             self.register_buffer("composition_weight", torch.zeros(2, 0))
-        self._init_loaded = init_from is None
+        # an autoencoder given as a config dict gets its weights from this module's own checkpoint
+        # (load_from_checkpoint, or LightningCLI resuming from ckpt_path, which re-reads the checkpoint's
+        # hyper-parameters); that checkpoint holds the warm-started DiT too, so the source is not read again
+        self._init_loaded = init_from is None or isinstance(autoencoder, Mapping)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         for name in ("compositions", "composition_weight"):
