@@ -151,7 +151,7 @@ def test_export_with_a_fine_tuned_decoder_from_a_checkpoint_or_a_folder(stages, 
     assert "cannot read it as a Lightning checkpoint" in proc.stderr and not (tmp_path / "d").exists()
 
 
-def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder():
+def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder_and_molecule_elements():
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "data/adit_joint_cpu"
@@ -162,7 +162,11 @@ def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder
     assert "fine-tuned decoder" in provenance["autoencoder_from"]  # and the latent DiT trained on its folder
     assert "joint_ldm_long_cpu.yaml" in provenance["command_latent"]  # 150 min, then continued to 300
     assert "joint_ldm_300_cpu.yaml --ckpt_path runs/adit_joint_ldm_long_cpu" in provenance["command_latent"]
+    assert "joint_ldm_elem_warm_cpu.yaml" in provenance["command_warm_start"]  # then molecules got their elements
     crystals = CrystalGenerator.from_pretrained("adit-joint-cpu").sample_set(3, seed=0, steps=4)
     assert crystals.num_records == 3 and all(s.volume > 0 for s in crystals.structures)
-    mols = MoleculeGenerator.from_pretrained("adit-joint-cpu").sample_arrays(2, seed=0, steps=4)
+    gen = MoleculeGenerator.from_pretrained("adit-joint-cpu")
+    assert gen.element_kinds == (0,)  # molecules draw a QM9 training formula, crystals their own elements
+    assert gen.composition_weight[0].sum() == 100_000 and gen.composition_weight[1].sum() == 0  # QM9 train
+    mols = gen.sample_arrays(2, seed=0, steps=4)
     assert all(len(z) == len(p) > 0 for z, p in mols)

@@ -12,8 +12,8 @@ from torch_geometric.data import Data
 
 from dit3d.data.qm9 import element_counts, graph_values
 from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_latents
-from dit3d.models.checkpoint import module_from_checkpoint, read_lightning_checkpoint
 from dit3d.models.adit_warm_start import load_dit_state, read_latent_source
+from dit3d.models.checkpoint import module_from_checkpoint, read_lightning_checkpoint
 from dit3d.models.ema import ema_copy, update_ema_
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.models.resume import RNGStateMixin
