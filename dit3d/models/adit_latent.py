@@ -24,12 +24,13 @@ from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencode
 from dit3d.tokenizers.augment import augment
 
 
-def _autoencoder_from_folder(directory: Path) -> AtomAutoencoder:
+def _autoencoder_from_folder(directory: Path, loaded: tuple[dict, dict] | None = None) -> AtomAutoencoder:
     """An autoencoder folder (``AtomAutoencoder.save_pretrained``) or the autoencoder of an
-    ADiT generator folder (weights stored as float16 come back as float32)."""
+    ADiT generator folder (weights stored as float16 come back as float32); ``loaded`` is the
+    folder's ``(config, weights)`` when the caller has read them already."""
     from dit3d.pretrained import load_pretrained
 
-    config, weights = load_pretrained(directory)
+    config, weights = loaded or load_pretrained(directory)
     if config.get("kind") == AtomAutoencoder.KIND:  # AtomAutoencoder.save_pretrained's layout
         init, prefix = config.get("init"), ""
     else:  # an ADiT generator's

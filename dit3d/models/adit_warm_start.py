@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dit3d.models.checkpoint import read_lightning_checkpoint
 from dit3d.nn import DiT
 from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict
 from dit3d.tokenizers.atoms import AtomAutoencoder
@@ -45,27 +44,27 @@ def read_latent_source(path: str | os.PathLike) -> LatentSource:
         FileNotFoundError: nothing at ``path``.
         ValueError: not a latent-DiT checkpoint or ADiT generator folder.
     """
-    from dit3d.models.adit_latent import _autoencoder_from_folder
+    from dit3d.models.adit_latent import _autoencoder_from_folder, load_latent_checkpoint
 
     p = Path(path)
     if p.is_dir():
         try:
-            _, weights = load_pretrained(p)
-            autoencoder = _autoencoder_from_folder(p)
+            config, weights = load_pretrained(p)
+            autoencoder = _autoencoder_from_folder(p, (config, weights))
         except PretrainedError as e:
             raise ValueError(f"init_from: {e}") from None
         dit = _part(weights, "dit.")
         return LatentSource(dit, dit, _buffers(weights, p), autoencoder)
     if not p.exists():
         raise FileNotFoundError(f"init_from {path}: no such checkpoint file or pretrained folder")
-    ckpt = read_lightning_checkpoint(p)
-    state, config = ckpt["state_dict"], (ckpt.get("hyper_parameters") or {}).get("autoencoder")
-    if not isinstance(config, dict) or not any(k.startswith("dit.") for k in state):
-        raise ValueError(f"init_from {path}: not a latent-DiT checkpoint of dit3d.models.ADiTLatentModule")
-    autoencoder = AtomAutoencoder(**config)
-    load_state_strict(autoencoder, _part(state, "autoencoder."), str(path))
-    dit = _part(state, "dit.")
-    return LatentSource(dit, _part(state, "ema_dit.") or dit, _buffers(state, p), autoencoder)
+    try:
+        module = load_latent_checkpoint(p)
+    except ValueError as e:
+        raise ValueError(f"init_from {path}: not a latent-DiT checkpoint of dit3d.models.ADiTLatentModule "
+                         f"({e})") from None
+    dit = module.dit.state_dict()
+    ema = module.ema_dit.state_dict() if module.ema_dit is not None else dit
+    return LatentSource(dit, ema, _buffers(module.state_dict(), p), module.autoencoder)
 
 
 def load_dit_state(net: DiT, state: dict[str, Tensor], where: str) -> None:
