@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from dit3d.models.adit_contacts import close_contact_loss, decoded_coordinates, min_image
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.models.resume import RNGStateMixin
 from dit3d.tokenizers.atoms import CRYSTAL, MOLECULE, AtomAutoencoder, Atoms
@@ -17,12 +18,6 @@ from dit3d.tokenizers.augment import augment, center_molecules, corrupt
 #: lattice tolerances of the crystal match rate: pymatgen ``StructureMatcher``'s defaults
 #: (``ltol=0.2`` relative length error, ``angle_tol=5`` degrees)
 MATCH_LTOL, MATCH_ANGLE_TOL = 0.2, 5.0
-
-
-def min_image(diff: Tensor) -> Tensor:
-    """Fractional-coordinate differences wrapped to [-0.5, 0.5): the periodic
-    (minimum-image) error, so 0.99 vs 0.01 counts as 0.02 apart, not 0.98."""
-    return diff - torch.round(diff)
 
 
 def reconstruction_losses(out: dict[str, Tensor], target: Atoms, lattice_target: Tensor | None = None
@@ -89,6 +84,7 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
         \mathcal{L} = \frac{1}{n}\sum_{i} w^{type}_{k(i)} \mathrm{CE}_i
         + w^{pos} \mathrm{MSE}_{mol}(x) + w^{frac} \mathrm{MSE}^{periodic}_{xtal}(f)
         + w^{lat} \mathrm{MSE}_{xtal}(\hat\phi) + w^{KL} \mathrm{KL}
+        + w^{contact} \mathcal{L}_{contact}
 
     where the cross-entropy is averaged over all ``n`` real atoms of the batch with
     :math:`w^{type}_{mol}` = ``type_weight`` and :math:`w^{type}_{xtal}` =
@@ -138,6 +134,13 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
             the new decoder (``dit3d export ... --autoencoder``). With ``latent_noise``
             this makes a decoder tolerant of a latent DiT's imprecise samples, as Stable
             Diffusion's VAE decoder was fine-tuned with its encoder frozen.
+        contact_weight: weight of the close-contact penalty
+            (:func:`~dit3d.models.adit_contacts.close_contact_loss`, logged as
+            ``train/contact``): decoded pairs pay the squared shortfall (per atom) for
+            coming closer than the true pair or ``contact_cutoff`` Angstrom, whichever is
+            less. 0 (ADiT) disables it; on adit-joint-cpu it did not reduce colliding
+            samples (its card).
+        contact_cutoff: the penalty's cutoff in Angstrom.
     """
 
     def __init__(self, hidden_size: int = 512, depth: int = 8, num_heads: int = 8, latent_dim: int = 8,
@@ -147,10 +150,14 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
                  weight_decay: float = 0.0, warmup_steps: int = 500, match_rmsd: float = 0.25,
                  crystal_type_weight: float | None = None, translate_crystals: bool = True,
                  lattice_mean: Sequence[float] | None = None, lattice_std: Sequence[float] | None = None,
-                 latent_noise: float = 0.0, init_from: str | None = None, freeze_encoder: bool = False) -> None:
+                 latent_noise: float = 0.0, init_from: str | None = None, freeze_encoder: bool = False,
+                 contact_weight: float = 0.0, contact_cutoff: float = 1.0) -> None:
         super().__init__()
         if not latent_noise >= 0:
             raise ValueError(f"latent_noise must be >= 0 (a fraction of the latent spread), got {latent_noise}")
+        if not (contact_weight >= 0 and contact_cutoff > 0):
+            raise ValueError(f"contact_weight must be >= 0 and contact_cutoff > 0 Angstrom, got {contact_weight} "
+                             f"and {contact_cutoff}")
         if freeze_encoder and init_from is None:
             raise ValueError("freeze_encoder keeps a trained encoder fixed: give init_from (its .ckpt or folder)")
         self.save_hyperparameters()
@@ -192,7 +199,8 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
         return self.autoencoder.decode(z, atoms.mask, atoms.dataset_idx), mean, logvar
 
     def total_loss(self, losses: dict[str, Tensor], atoms: Atoms) -> Tensor:
-        """The weighted sum of the terms of :func:`reconstruction_losses` (+ ``kl``)."""
+        """The weighted sum of the terms of :func:`reconstruction_losses` (+ ``kl``, and
+        ``contact`` when present)."""
         hp = self.hparams
         w_xtal = hp.type_weight if hp.crystal_type_weight is None else hp.crystal_type_weight
         m = atoms.mask
@@ -201,8 +209,9 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
         frac_xtal = n_xtal / n  # the type CE is a mean over all atoms: each kind's share of it
         type_term = (hp.type_weight * (1 - frac_xtal) * losses["type_molecule"]
                      + w_xtal * frac_xtal * losses["type_crystal"])
+        contact = hp.contact_weight * losses["contact"] if "contact" in losses else 0.0
         return (type_term + hp.pos_weight * losses["pos"] + hp.frac_weight * losses["frac"]
-                + hp.lattice_weight * losses["lattice"] + hp.kl_weight * losses["kl"])
+                + hp.lattice_weight * losses["lattice"] + hp.kl_weight * losses["kl"] + contact)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         hp = self.hparams
@@ -211,6 +220,9 @@ class ADiTAutoencoderModule(RNGStateMixin, LightningModule):
         out, mean, logvar = self(noisy, latent_noise=hp.latent_noise)
         losses = reconstruction_losses(out, clean, self.autoencoder.lattice_target(clean))
         losses["kl"] = self.autoencoder.kl(mean, logvar, clean.mask)
+        if hp.contact_weight > 0:
+            losses["contact"] = close_contact_loss(decoded_coordinates(out, clean.dataset_idx), clean,
+                                                   hp.contact_cutoff)
         loss = self.total_loss(losses, clean)
         B = clean.mask.shape[0]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=B)
