@@ -21,7 +21,7 @@ from dit3d.models.adit_autoencoder import min_image
 from dit3d.models.adit_latent import load_latent_checkpoint
 from dit3d.pretrained import PretrainedError
 from dit3d.testing import randomize_
-from dit3d.tokenizers import Atoms
+from dit3d.tokenizers import AtomAutoencoder, Atoms
 
 
 def tiny_trainer(root, steps: int) -> Trainer:
@@ -430,3 +430,15 @@ def test_warm_start_refuses_another_encoder_or_architecture(trained, tmp_path):
         ADiTLatentModule(ae_ckpt, depth=1, **dict(kwargs, init_from=str(tmp_path / "none.ckpt"))).load_init_weights()
     with pytest.raises(ValueError, match="not a latent-DiT checkpoint"):
         ADiTLatentModule(ae_ckpt, depth=1, **dict(kwargs, init_from=ae_ckpt)).load_init_weights()
+
+
+def test_lr_decay_steps_anneals_the_latent_dit_to_zero():
+    ae = AtomAutoencoder(hidden_size=32, depth=1, num_heads=4, latent_dim=4).config
+    kwargs = dict(preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, max_atoms=32, warmup_steps=2)
+    module = ADiTLatentModule(ae, lr_decay_steps=6, **kwargs)
+    schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert [f(s) for s in (0, 1, 4, 6, 9) for f in schedule.lr_lambdas] == pytest.approx([0.5, 1.0, 0.5, 0.0, 0.0])
+    constant = ADiTLatentModule(ae, **kwargs).configure_optimizers()
+    assert constant["lr_scheduler"]["scheduler"].lr_lambdas[0](10 ** 6) == 1.0  # the default keeps the rate
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        ADiTLatentModule(ae, **dict(kwargs, lr_decay_steps=2))

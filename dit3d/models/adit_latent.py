@@ -15,7 +15,7 @@ from dit3d.models.adit_sampling import NUM_SPACEGROUPS, adit_label, sample_laten
 from dit3d.models.adit_warm_start import load_dit_state, read_latent_source
 from dit3d.models.checkpoint import module_from_checkpoint, read_lightning_checkpoint
 from dit3d.models.ema import ema_copy, update_ema_
-from dit3d.models.optim import adamw_with_warmup
+from dit3d.models.optim import adamw_with_warmup, check_decay, warn_if_decay_misses_the_end
 from dit3d.models.resume import RNGStateMixin
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
@@ -125,6 +125,8 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         class_dropout: label dropout for guidance.
         prediction, time_sampling, self_condition_prob: flow-matching options.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        lr_decay_steps: after the warm-up, decay the learning rate linearly to 0 at this
+            step (set it to the run's ``max_steps``); None (default) keeps it constant.
         stats_batches: batches used to measure latent mean and std.
         max_atoms: largest system size of the atom-count histogram.
         ema_decay: decay of the exponential moving average of the DiT weights that
@@ -169,11 +171,12 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  spacegroup_dropout: float = 0.2,
                  element_conditioning: bool | Literal["molecules", "crystals"] = False,
                  trunk_options: Mapping[str, Any] | None = None, coupling: str = "independent",
-                 init_from: str | None = None) -> None:
+                 init_from: str | None = None, lr_decay_steps: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
         self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
+        check_decay(warmup_steps, lr_decay_steps, "lr_decay_steps")
         if not 0.0 <= spacegroup_dropout <= 1.0:
             raise ValueError(f"spacegroup_dropout must lie in [0, 1], got {spacegroup_dropout!r}")
         self.element_kinds = conditioned_kinds(element_conditioning)  # kinds whose tokens carry their elements
@@ -283,6 +286,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             self.load_init_weights()  # before a resumed checkpoint is restored, which overwrites it
 
     def on_fit_start(self) -> None:
+        warn_if_decay_misses_the_end(self.trainer, self.hparams.lr_decay_steps, "lr_decay_steps")
         needs_compositions = bool(self.element_kinds) and self.compositions.numel() == 0  # e.g. after a warm start
         if bool(self.stats_ready) and not needs_compositions:
             return
@@ -374,7 +378,8 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return adamw_with_warmup(self.dit.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
+        return adamw_with_warmup(self.dit.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,
+                                 hp.lr_decay_steps)
 
     # ----------------------------------------------------------------- sampling
     def sample_latents(self, num_atoms: Tensor, kind: int = 0, steps: int = 100, solver: str = "euler",
