@@ -163,6 +163,7 @@ def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder
     assert "joint_ldm_long_cpu.yaml" in provenance["command_latent"]  # 150 min, then continued to 300
     assert "joint_ldm_300_cpu.yaml --ckpt_path runs/adit_joint_ldm_long_cpu" in provenance["command_latent"]
     assert "joint_ldm_elem_warm_cpu.yaml" in provenance["command_warm_start"]  # then molecules got their elements
+    assert "joint_ldm_elem_anneal_cpu.yaml" in provenance["command_anneal"]  # then the learning rate decayed to 0
     crystals = CrystalGenerator.from_pretrained("adit-joint-cpu").sample_set(3, seed=0, steps=4)
     assert crystals.num_records == 3 and all(s.volume > 0 for s in crystals.structures)
     gen = MoleculeGenerator.from_pretrained("adit-joint-cpu")
