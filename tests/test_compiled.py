@@ -1,11 +1,11 @@
-"""Compiling trunk networks for sampling (dit3d.nn.compiled)."""
+"""Compiling trunk networks for sampling and training (dit3d.nn.compiled)."""
 import shutil
 
 import pytest
 import torch
 
 from dit3d.nn import DiTBlock, quantize_int8
-from dit3d.nn.compiled import compile_for_sampling, cpp_compiler, is_compiled
+from dit3d.nn.compiled import compile_for_sampling, compile_for_training, cpp_compiler, is_compiled
 from dit3d.testing import randomize_
 
 needs_compiler = pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler")
@@ -51,3 +51,49 @@ def test_refuses_without_a_cpp_compiler(monkeypatch):
 def test_cxx_comes_first(monkeypatch):
     monkeypatch.setenv("CXX", "true")  # any program on PATH stands in for a compiler here
     assert cpp_compiler() == shutil.which("true")
+
+
+@needs_compiler
+def test_compiled_for_training_gives_the_eager_gradients():
+    block, x, c = block_and_inputs()
+    block.train()
+    eager_out = block(x, c)
+    eager_out.square().sum().backward()
+    eager = {n: p.grad.clone() for n, p in block.named_parameters()}
+    block.zero_grad(set_to_none=True)
+    assert compile_for_training(block) is block and is_compiled(block)
+    assert compile_for_training(block) is block  # a second call changes nothing
+    out = block(x, c)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, eager_out, rtol=1e-4, atol=1e-5)
+    for name, p in block.named_parameters():
+        torch.testing.assert_close(p.grad, eager[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_training_compile_refuses_without_a_cpp_compiler(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    block, _, _ = block_and_inputs()
+    with pytest.raises(RuntimeError, match="or train without compiling"):
+        compile_for_training(block.train())
+    assert not is_compiled(block)
+
+
+def tiny_ddpm_module(kind: str, compile_model: bool):
+    from dit3d.models import DiT3DModule, ImageDiTModule, VideoDiTModule
+
+    if kind == "dit3d":
+        return DiT3DModule("DiT-3D-Mini/8", resolution=16, depth=1, compile_model=compile_model)
+    if kind == "image":
+        return ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, compile_model=compile_model)
+    return VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, compile_model=compile_model)
+
+
+@pytest.mark.parametrize("kind", ["dit3d", "image", "video"])
+@pytest.mark.parametrize("compile_model", [False, True])
+def test_ddpm_modules_compile_their_network_when_asked(monkeypatch, kind, compile_model):
+    monkeypatch.setenv("CXX", "true")  # configure_model only compiles in place; nothing is built until a call
+    m = tiny_ddpm_module(kind, compile_model)
+    m.configure_model()
+    assert is_compiled(m.model) is compile_model
+    assert not is_compiled(m.ema_model)  # validation and sampling use the eager EMA copy

@@ -23,6 +23,10 @@
   sampling networks compiled with ``torch.compile`` (:mod:`dit3d.nn.compiled`): seconds of
   the first forward, which compiles (from a cold or warm Inductor cache, whichever this
   machine has), then of the default sampler; ``None`` without a C++ compiler.
+- ``train_step_compiled_s`` (and ``*_window``): the same train step with the network
+  compiled for training (:func:`~dit3d.nn.compiled.compile_for_training`, what
+  ``compile_model: true`` does in a config), on a fresh network of the same seed;
+  ``compile_train_s`` is the first, compiling step; ``None`` without a C++ compiler.
 - ``mlp_act``: the trunk's MLP activation for every network timed here: DiT's
   ``"gelu_tanh"`` (default) or the exact ``"gelu"`` (``--mlp-act gelu``; faster on CPUs,
   ``python -m dit3d.bench gelu``).
@@ -33,6 +37,7 @@ threads (11.9 s at 1), 2.05 s per denoising step; they are reported next to ours
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,8 +62,8 @@ def make_module(preset: str, window: bool, depth: int | None, resolution: int, m
     return module
 
 
-def step_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median train-step and denoising-step seconds."""
+def train_step_fn(module, points: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+    """One DDPM train step of ``module`` on this batch: loss, backward, AdamW, EMA update."""
     opt = module.configure_optimizers()["optimizer"]
     batch = {"points": points, "label": labels}
 
@@ -68,6 +73,12 @@ def step_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int)
         opt.step()
         module.update_ema(0)
 
+    return train_step
+
+
+def step_times(module, points: torch.Tensor, labels: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median train-step and denoising-step seconds."""
+    train_step = train_step_fn(module, points, labels)
     module.model.eval()
     denoise = denoise_time(module, points, labels, repeats)
     module.model.train()
@@ -128,6 +139,24 @@ def compiled_times(module, points: torch.Tensor, labels: torch.Tensor, batch: in
     return compile_s, round(time.perf_counter() - start, 2)
 
 
+def compiled_train_times(preset: str, window: bool, depth: int | None, resolution: int, mlp_act: str,
+                         points: torch.Tensor, labels: torch.Tensor, repeats: int) -> tuple[float | None, float | None]:
+    """``(compile_s, train_step_s)`` of a fresh module whose network is compiled for training:
+    the first step (which compiles forward and backward), then the median step; ``(None,
+    None)`` without a C++ compiler."""
+    from dit3d.nn.compiled import compile_for_training, cpp_compiler
+
+    if cpp_compiler() is None:
+        return None, None
+    module = make_module(preset, window, depth, resolution, mlp_act)
+    compile_for_training(module.model)
+    train_step = train_step_fn(module, points, labels)
+    start = time.perf_counter()
+    train_step()
+    compile_s = round(time.perf_counter() - start, 2)
+    return compile_s, round(median_time(train_step, repeats, warmup=1), 3)
+
+
 def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_points: int = 2048,
         sample_steps: int = 100, eta: float = 1.0, depth: int | None = None, resolution: int = 32,
         cache_interval: int = 2, mlp_act: str = "gelu_tanh") -> dict[str, Any]:
@@ -144,6 +173,10 @@ def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_poi
     window = step_times(window_module, points, labels, repeats)
     result |= {k: round(v, 3) for k, v in timed.items()}
     result |= {f"{k}_window": round(v, 3) for k, v in window.items()}
+    for suffix, is_window in (("", False), ("_window", True)):
+        compile_s, step_s = compiled_train_times(preset, is_window, depth, resolution, mlp_act, points, labels, repeats)
+        result[f"compile_train{suffix}_s"] = compile_s
+        result[f"train_step_compiled{suffix}_s"] = step_s
     start = time.perf_counter()
     clouds = module.sample(batch, num_points, sampler="ddim", steps=sample_steps, eta=eta, generator=g)
     result[f"sample_{batch}_s"] = round(time.perf_counter() - start, 2)
@@ -170,5 +203,9 @@ def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_poi
         result["train_speedup_vs_reference"] = round(ref / timed["train_step_s"], 2)
         # the reference's window path never runs, so its time is global attention's either way
         result["train_speedup_vs_reference_window"] = round(ref / window["train_step_s"], 2)
+        for suffix in ("", "_window"):
+            if result[f"train_step_compiled{suffix}_s"] is not None:
+                speedup = ref / result[f"train_step_compiled{suffix}_s"]
+                result[f"train_speedup_vs_reference_compiled{suffix}"] = round(speedup, 2)
         result["denoise_speedup_vs_reference"] = round(REFERENCE["denoise_step_s"] / timed["denoise_step_s"], 2)
     return result

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from dit3d.models.ema import update_ema_
 from dit3d.models.optim import adamw_with_warmup
 from dit3d.models.resume import RNGStateMixin
+from dit3d.nn.compiled import compile_for_training
 
 
 class DDPMModule(RNGStateMixin, LightningModule):
@@ -22,11 +23,19 @@ class DDPMModule(RNGStateMixin, LightningModule):
     with labels :math:`\tilde y` dropped to the null class for classifier-free guidance.
     Validation logs ``val/loss`` and ``val/loss_ema`` on the same ``t`` and noise, so the
     two are comparable. Hyper-parameters used here: ``lr``, ``weight_decay``,
-    ``warmup_steps``, ``ema_decay``.
+    ``warmup_steps``, ``ema_decay`` and ``compile_model`` (compile ``self.model`` when
+    training starts, :meth:`configure_model`).
     """
 
     model: nn.Module
     ema_model: nn.Module | None
+
+    def configure_model(self) -> None:
+        """Lightning calls this when fitting, validating or testing starts: with
+        ``compile_model`` set, compile the trained network in place
+        (:func:`~dit3d.nn.compiled.compile_for_training`; the EMA copy stays eager)."""
+        if self.hparams.get("compile_model", False):
+            compile_for_training(self.model)
 
     def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Data ``x_0`` and labels ``(B,)`` of a batch, checked."""

@@ -4,7 +4,7 @@ Imports torch only; knows nothing of molecules, voxels or pixels.
 """
 from dit3d.nn.attention import Attention, key_padding_to_attn_mask
 from dit3d.nn.blocks import DiTBlock, FactorisedDiTBlock, FinalLayer, Mlp, modulate
-from dit3d.nn.compiled import compile_for_sampling, is_compiled
+from dit3d.nn.compiled import compile_for_sampling, compile_for_training, is_compiled
 from dit3d.nn.dit import DiT
 from dit3d.nn.conditioning import LabelEmbedder, TimestepEmbedder, timestep_embedding
 from dit3d.nn.init import initialize_weights
@@ -19,8 +19,8 @@ from dit3d.nn.window import axes_window, window_attention_mask, window_ids, wind
 __all__ = [
     "Attention", "BranchCache", "DiT", "DiTBlock", "DiTTrunk", "FactorisedDiTBlock", "FinalLayer", "Int8Linear",
     "LabelEmbedder", "Mlp", "PRESETS", "TimestepEmbedder", "axes_window", "branch_caching", "build_trunk",
-    "compile_for_sampling", "initialize_weights", "is_compiled", "key_padding_to_attn_mask", "make_norm",
-    "modulate", "preset_config", "quantize_int8",
+    "compile_for_sampling", "compile_for_training", "initialize_weights", "is_compiled", "key_padding_to_attn_mask",
+    "make_norm", "modulate", "preset_config", "quantize_int8",
     "sincos_1d", "sincos_2d", "sincos_3d", "sincos_grid", "timestep_embedding", "window_attention_mask",
     "window_ids", "window_partition", "window_reverse",
 ]

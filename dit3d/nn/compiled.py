@@ -1,4 +1,4 @@
-"""Compiling a trunk network for faster sampling (``torch.compile``, TorchInductor).
+"""Compiling a trunk network for faster sampling or training (``torch.compile``, TorchInductor).
 
 Sampling calls one network with the same shapes tens to thousands of times, so what
 TorchInductor does once pays every step: it fuses the elementwise work between the large
@@ -6,8 +6,10 @@ matmuls (norms, adaLN modulation, GELU, gates, and the per-token quantization an
 rescaling of :mod:`dit3d.nn.quantize`) into single passes over memory. On two CPU threads
 DiT-3D-S/4 samples 8 clouds in int8 about 1.3x faster compiled (``python -m dit3d.bench
 dit3d``: 70.1 -> 52.4 s for DDIM 100; README's Benchmarks). Training steps gain little
-(1.03-1.08x measured for a train step of DiT-3D-S/4 and of the video model), so this is
-for sampling only.
+or nothing on that CPU, where the matmuls dominate them (1.03-1.08x in one-off timings of
+DiT-3D-S/4 and the video model; 0.91x in one ``bench dit3d`` run), after a longer first
+step that also compiles the backward; :func:`compile_for_training` is what the Lightning
+modules' ``compile_model`` option calls.
 
 The first call compiles (on the CPU it writes and builds C++ kernels: about 15-45 s for
 DiT-3D-S/4 on two cores, a few seconds once Inductor's on-disk cache holds the kernels);
@@ -23,7 +25,7 @@ import shutil
 import torch
 from torch import nn
 
-__all__ = ["compile_for_sampling", "cpp_compiler", "is_compiled"]
+__all__ = ["compile_for_sampling", "compile_for_training", "cpp_compiler", "is_compiled"]
 
 #: C++ compilers TorchInductor's CPU backend can use, in the order it looks for them
 CPP_COMPILERS = ("c++", "g++", "clang++")
@@ -64,6 +66,26 @@ def compile_for_sampling(model: nn.Module) -> nn.Module:
     """
     if model.training:
         raise ValueError("compile_for_sampling prepares a model for sampling; call model.eval() first")
+    return _compile_in_place(model, "sample")
+
+
+def compile_for_training(model: nn.Module) -> nn.Module:
+    """Compile ``model`` in place with ``torch.compile`` (TorchInductor) for training; returns it.
+
+    TorchInductor compiles the forward and, through AOTAutograd, the backward on the first
+    training step (tens of seconds on a CPU); the gradients match the eager model's to
+    float rounding. In eval mode or under ``torch.no_grad`` (validation) the first call
+    compiles once more. Parameter names are unchanged, so optimisers, EMA copies and
+    checkpoints see the same tensors. A second call changes nothing.
+
+    Raises:
+        RuntimeError: it lives on the CPU and no C++ compiler is installed: install g++ or
+            clang++, or train without compiling.
+    """
+    return _compile_in_place(model, "train")
+
+
+def _compile_in_place(model: nn.Module, purpose: str) -> nn.Module:
     if is_compiled(model):
         return model
     tensor = next(iter(model.parameters()), None)
@@ -72,6 +94,6 @@ def compile_for_sampling(model: nn.Module) -> nn.Module:
     device = tensor.device if tensor is not None else torch.device("cpu")
     if device.type == "cpu" and cpp_compiler() is None:
         raise RuntimeError("torch.compile builds CPU kernels with a C++ compiler and none was found (looked for "
-                           f"$CXX, {', '.join(CPP_COMPILERS)}); install g++ or clang++, or sample without compiling")
+                           f"$CXX, {', '.join(CPP_COMPILERS)}); install g++ or clang++, or {purpose} without compiling")
     model.compile()
     return model
