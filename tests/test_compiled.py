@@ -1,8 +1,10 @@
 """Compiling trunk networks for sampling and training (dit3d.nn.compiled)."""
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from dit3d.nn import DiTBlock, quantize_int8
 from dit3d.nn.compiled import compile_for_sampling, compile_for_training, cpp_compiler, is_compiled
@@ -89,11 +91,55 @@ def tiny_ddpm_module(kind: str, compile_model: bool):
     return VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, compile_model=compile_model)
 
 
+class FittingTrainer:
+    """Stands in for an attached Trainer running ``fit`` (what ``configure_model`` asks)."""
+    state = SimpleNamespace(fn=TrainerFn.FITTING)
+
+
 @pytest.mark.parametrize("kind", ["dit3d", "image", "video"])
 @pytest.mark.parametrize("compile_model", [False, True])
-def test_ddpm_modules_compile_their_network_when_asked(monkeypatch, kind, compile_model):
+def test_ddpm_modules_compile_their_network_when_a_fit_starts(monkeypatch, kind, compile_model):
     monkeypatch.setenv("CXX", "true")  # configure_model only compiles in place; nothing is built until a call
     m = tiny_ddpm_module(kind, compile_model)
+    names = list(m.state_dict())
+    m.configure_model()
+    assert not is_compiled(m.model)  # no Trainer: loading, validating or sampling stays eager
+    m._trainer = FittingTrainer()
     m.configure_model()
     assert is_compiled(m.model) is compile_model
     assert not is_compiled(m.ema_model)  # validation and sampling use the eager EMA copy
+    assert list(m.state_dict()) == names  # checkpoints keep their keys
+
+
+def test_a_checkpoint_trained_compiled_loads_without_a_compiler(monkeypatch, tmp_path):
+    from lightning.pytorch import Trainer
+
+    from dit3d.models import DiT3DModule
+
+    m = tiny_ddpm_module("dit3d", True)
+    path = tmp_path / "m.ckpt"
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(m)
+    trainer.save_checkpoint(path)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    loaded = DiT3DModule.load_from_checkpoint(path)  # Lightning calls configure_model here
+    assert loaded.hparams.compile_model and not is_compiled(loaded.model)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_fit_with_compile_model_validates_and_trains(tmp_path):
+    """The real hook order: sanity validation (inference mode, eval), a train step, the EMA update."""
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    data = [{"points": torch.randn(64, 3), "label": torch.tensor(0)} for _ in range(4)]
+    m = tiny_ddpm_module("dit3d", True)
+    before = [p.detach().clone() for p in m.model.parameters()]
+    Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            num_sanity_val_steps=1, limit_val_batches=1, default_root_dir=tmp_path).fit(
+        m, DataLoader(data, batch_size=2), DataLoader(data, batch_size=2))
+    assert is_compiled(m.model) and not is_compiled(m.ema_model)
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.model.parameters()))  # it trained

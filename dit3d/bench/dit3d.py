@@ -26,7 +26,8 @@
 - ``train_step_compiled_s`` (and ``*_window``): the same train step with the network
   compiled for training (:func:`~dit3d.nn.compiled.compile_for_training`, what
   ``compile_model: true`` does in a config), on a fresh network of the same seed;
-  ``compile_train_s`` is the first, compiling step; ``None`` without a C++ compiler.
+  ``compile_train_s`` is the first, compiling step; ``None`` without a C++ compiler or
+  with ``--quick``.
 - ``mlp_act``: the trunk's MLP activation for every network timed here: DiT's
   ``"gelu_tanh"`` (default) or the exact ``"gelu"`` (``--mlp-act gelu``; faster on CPUs,
   ``python -m dit3d.bench gelu``).
@@ -63,7 +64,8 @@ def make_module(preset: str, window: bool, depth: int | None, resolution: int, m
 
 
 def train_step_fn(module, points: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
-    """One DDPM train step of ``module`` on this batch: loss, backward, AdamW, EMA update."""
+    """A closure running one DDPM train step of ``module`` on this batch: loss, backward,
+    AdamW, EMA update."""
     opt = module.configure_optimizers()["optimizer"]
     batch = {"points": points, "label": labels}
 
@@ -173,8 +175,9 @@ def run(quick: bool = False, preset: str = "DiT-3D-S/4", batch: int = 8, num_poi
     window = step_times(window_module, points, labels, repeats)
     result |= {k: round(v, 3) for k, v in timed.items()}
     result |= {f"{k}_window": round(v, 3) for k, v in window.items()}
-    for suffix, is_window in (("", False), ("_window", True)):
-        compile_s, step_s = compiled_train_times(preset, is_window, depth, resolution, mlp_act, points, labels, repeats)
+    for suffix, is_window in (("", False), ("_window", True)):  # two compiles of forward + backward: not in --quick
+        compile_s, step_s = ((None, None) if quick else
+                             compiled_train_times(preset, is_window, depth, resolution, mlp_act, points, labels, repeats))
         result[f"compile_train{suffix}_s"] = compile_s
         result[f"train_step_compiled{suffix}_s"] = step_s
     start = time.perf_counter()

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from dit3d.models.ema import update_ema_
@@ -24,18 +25,26 @@ class DDPMModule(RNGStateMixin, LightningModule):
     Validation logs ``val/loss`` and ``val/loss_ema`` on the same ``t`` and noise, so the
     two are comparable. Hyper-parameters used here: ``lr``, ``weight_decay``,
     ``warmup_steps``, ``ema_decay`` and ``compile_model`` (compile ``self.model`` when
-    training starts, :meth:`configure_model`).
+    a fit starts, :meth:`configure_model`).
     """
 
     model: nn.Module
     ema_model: nn.Module | None
 
     def configure_model(self) -> None:
-        """Lightning calls this when fitting, validating or testing starts: with
-        ``compile_model`` set, compile the trained network in place
-        (:func:`~dit3d.nn.compiled.compile_for_training`; the EMA copy stays eager)."""
-        if self.hparams.get("compile_model", False):
+        """With ``compile_model`` set, compile the trained network in place when a fit starts
+        (:func:`~dit3d.nn.compiled.compile_for_training`; the EMA copy stays eager).
+
+        Lightning also calls this hook for validate, test and predict and in
+        ``load_from_checkpoint``; those leave the network eager, so a checkpoint trained
+        compiled loads and samples on a machine without a C++ compiler."""
+        if self.hparams.get("compile_model", False) and self.fitting:
             compile_for_training(self.model)
+
+    @property
+    def fitting(self) -> bool:
+        """Whether a Trainer is attached and running ``fit``."""
+        return self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
 
     def unpack(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Data ``x_0`` and labels ``(B,)`` of a batch, checked."""

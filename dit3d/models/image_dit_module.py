@@ -60,10 +60,11 @@ class ImageDiTModule(DDPMModule):
         trunk_options: further :class:`~dit3d.nn.DiTTrunk` arguments, stored with the
             network, e.g. ``{"mlp_act": "gelu"}`` (exact GELU, faster on CPUs than DiT's tanh
             approximation) or ``{"qk_norm": True}``.
-        compile_model: compile the network with ``torch.compile`` when training starts
+        compile_model: compile the network with ``torch.compile`` when a fit starts
             (:meth:`~dit3d.models.ddpm_module.DDPMModule.configure_model`; needs a C++
-            compiler on CPUs; the first step compiles). Off by default: on a 2-core CPU it
-            measured no faster (README, compiled sampling).
+            compiler; the first step compiles). Off by default: on a 2-core CPU it measured
+            slower (3.43 vs 3.13 s per DiT-3D-S/4 step, one ``bench dit3d`` run; README,
+            compiled sampling).
 
     Example:
         >>> m = ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, num_timesteps=10)

@@ -93,10 +93,11 @@ class VideoDiTModule(DDPMModule):
             :meth:`~dit3d.objectives.GaussianDiffusion.min_snr_weight`, the paper's
             :math:`\gamma` is 5); ``None`` (default): the unweighted loss of ``prediction``.
             Validation losses stay unweighted.
-        compile_model: compile the network with ``torch.compile`` when training starts
+        compile_model: compile the network with ``torch.compile`` when a fit starts
             (:meth:`~dit3d.models.ddpm_module.DDPMModule.configure_model`; needs a C++
-            compiler on CPUs; the first step compiles). Off by default: on a 2-core CPU it
-            measured no faster (README, compiled sampling).
+            compiler; the first step compiles). Off by default: on a 2-core CPU it measured
+            slower (3.43 vs 3.13 s per DiT-3D-S/4 step, one ``bench dit3d`` run; README,
+            compiled sampling).
 
     Example:
         >>> m = VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, num_timesteps=10)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Literal
 
 import torch
 from torch import nn
@@ -74,18 +75,27 @@ def compile_for_training(model: nn.Module) -> nn.Module:
 
     TorchInductor compiles the forward and, through AOTAutograd, the backward on the first
     training step (tens of seconds on a CPU); the gradients match the eager model's to
-    float rounding. In eval mode or under ``torch.no_grad`` (validation) the first call
-    compiles once more. Parameter names are unchanged, so optimisers, EMA copies and
-    checkpoints see the same tensors. A second call changes nothing.
+    float rounding. The first call in eval mode or without gradients (Lightning's
+    validation runs under ``torch.inference_mode``) compiles once more. Parameter names are
+    unchanged, so optimisers, EMA copies and checkpoints see the same tensors. A second
+    call changes nothing.
 
     Raises:
         RuntimeError: it lives on the CPU and no C++ compiler is installed: install g++ or
             clang++, or train without compiling.
+
+    Example:
+        >>> from dit3d.nn import DiTBlock
+        >>> block = compile_for_training(DiTBlock(dim=32, num_heads=4))  # doctest: +SKIP
+        >>> is_compiled(block)  # doctest: +SKIP
+        True
     """
     return _compile_in_place(model, "train")
 
 
-def _compile_in_place(model: nn.Module, purpose: str) -> nn.Module:
+def _compile_in_place(model: nn.Module, purpose: Literal["sample", "train"]) -> nn.Module:
+    """``model.compile()`` unless it is compiled already; on the CPU, first check for a C++
+    compiler (``purpose`` words the error)."""
     if is_compiled(model):
         return model
     tensor = next(iter(model.parameters()), None)
