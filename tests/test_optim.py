@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,8 +43,6 @@ def test_decay_without_warm_up_starts_at_the_full_rate():
 
 
 def test_a_decay_that_misses_the_end_of_the_run_warns():
-    from types import SimpleNamespace
-
     from dit3d.models.optim import warn_if_decay_misses_the_end
 
     with pytest.warns(UserWarning, match="set both to the same step"):
@@ -52,3 +51,22 @@ def test_a_decay_that_misses_the_end_of_the_run_warns():
         warnings.simplefilter("error")
         warn_if_decay_misses_the_end(SimpleNamespace(max_steps=10), 10, "lr_decay_steps")  # the run ends with it
         warn_if_decay_misses_the_end(SimpleNamespace(max_steps=20), None, "lr_decay_steps")  # constant rate
+
+
+@pytest.mark.parametrize("kind", ["dit3d", "image", "video"])
+def test_ddpm_modules_anneal_with_lr_decay_steps(kind):
+    from dit3d.models import DiT3DModule, ImageDiTModule, VideoDiTModule
+
+    build = {"dit3d": lambda **k: DiT3DModule("DiT-3D-Mini/8", resolution=16, depth=1, **k),
+             "image": lambda **k: ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, **k),
+             "video": lambda **k: VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, **k)}[kind]
+    schedule = build(warmup_steps=2, lr_decay_steps=6).configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert [schedule.lr_lambdas[0](s) for s in (0, 1, 4, 6, 9)] == pytest.approx([0.5, 1.0, 0.5, 0.0, 0.0])
+    constant = build(warmup_steps=2).configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert constant.lr_lambdas[0](10 ** 6) == 1.0  # the default keeps the rate
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        build(warmup_steps=2, lr_decay_steps=2)  # refused at construction, not when fitting
+    module = build(warmup_steps=2, lr_decay_steps=6)
+    module._trainer = SimpleNamespace(max_steps=20)
+    with pytest.warns(UserWarning, match="reaches 0 at step 6"):
+        module.on_fit_start()

@@ -10,7 +10,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from dit3d.models.ema import update_ema_
-from dit3d.models.optim import adamw_with_warmup
+from dit3d.models.optim import adamw_with_warmup, warn_if_decay_misses_the_end
 from dit3d.models.resume import RNGStateMixin
 from dit3d.nn.compiled import compile_for_training
 
@@ -24,8 +24,9 @@ class DDPMModule(RNGStateMixin, LightningModule):
     with labels :math:`\tilde y` dropped to the null class for classifier-free guidance.
     Validation logs ``val/loss`` and ``val/loss_ema`` on the same ``t`` and noise, so the
     two are comparable. Hyper-parameters used here: ``lr``, ``weight_decay``,
-    ``warmup_steps``, ``ema_decay`` and ``compile_model`` (compile ``self.model`` when
-    a fit starts, :meth:`configure_model`).
+    ``warmup_steps``, ``lr_decay_steps`` (linear decay to 0 at that step, or ``None``:
+    constant), ``ema_decay`` and ``compile_model`` (compile ``self.model`` when a fit
+    starts, :meth:`configure_model`).
     """
 
     model: nn.Module
@@ -64,9 +65,13 @@ class DDPMModule(RNGStateMixin, LightningModule):
                 loss = self.diffusion.training_loss(net, x, generator=g, y=label)
                 self.log(name, loss, prog_bar=True, batch_size=x.shape[0])
 
+    def on_fit_start(self) -> None:
+        warn_if_decay_misses_the_end(self.trainer, self.hparams.get("lr_decay_steps"), "lr_decay_steps")
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        return adamw_with_warmup(self.model.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
+        return adamw_with_warmup(self.model.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,
+                                 hp.get("lr_decay_steps"))
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

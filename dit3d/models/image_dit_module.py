@@ -11,6 +11,7 @@ from dit3d.models.ddpm_module import DDPMModule
 from dit3d.models.ema import ema_copy
 from dit3d.models.image_dit import build_image_dit
 from dit3d.models.image_dit_sampling import sample_images
+from dit3d.models.optim import check_decay
 from dit3d.objectives import GaussianDiffusion
 
 
@@ -55,6 +56,8 @@ class ImageDiTModule(DDPMModule):
         num_timesteps, schedule, beta_start, beta_end: the DDPM beta schedule
             (``"linear"`` as DiT, or ``"cosine"``).
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        lr_decay_steps: after the warm-up, decay the learning rate linearly to 0 at this
+            step (set it to the run's ``max_steps``); None (default) keeps it constant.
         ema_decay: decay of the weight average that sampling uses (``ema_model``), warmed
             up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` steps; 0 disables it.
         trunk_options: further :class:`~dit3d.nn.DiTTrunk` arguments, stored with the
@@ -78,9 +81,11 @@ class ImageDiTModule(DDPMModule):
                  window_size: Sequence[int] = (4, 4), num_timesteps: int = 1000, schedule: str = "linear",
                  beta_start: float = 1e-4, beta_end: float = 0.02, lr: float = 1e-4, weight_decay: float = 0.0,
                  warmup_steps: int = 0, ema_decay: float = 0.9999,
-                 trunk_options: Mapping[str, Any] | None = None, compile_model: bool = False) -> None:
+                 trunk_options: Mapping[str, Any] | None = None, compile_model: bool = False,
+                 lr_decay_steps: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_decay(warmup_steps, lr_decay_steps, "lr_decay_steps")  # at construction, not when fitting
         self.model = build_image_dit(preset, image_size=image_size, in_channels=in_channels, num_classes=num_classes,
                                      class_dropout=class_dropout, depth=depth, hidden_size=hidden_size,
                                      num_heads=num_heads, window_blocks=tuple(window_blocks),

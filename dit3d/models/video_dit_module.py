@@ -10,6 +10,7 @@ from torch import Tensor
 
 from dit3d.models.ddpm_module import DDPMModule
 from dit3d.models.ema import ema_copy
+from dit3d.models.optim import check_decay
 from dit3d.models.video_dit import VideoDiT
 from dit3d.models.video_dit_sampling import sample_videos
 from dit3d.models.video_masks import DEFAULT_TASK_WEIGHTS, VIDEO_TASKS, sample_task_masks, task_probabilities
@@ -82,6 +83,8 @@ class VideoDiTModule(DDPMModule):
             signal-to-noise ratio, so the noisy steps, where only the given frames tell
             where the digit is, barely count; ``"v"`` weights them by SNR + 1 instead.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        lr_decay_steps: after the warm-up, decay the learning rate linearly to 0 at this
+            step (set it to the run's ``max_steps``); None (default) keeps it constant.
         ema_decay: decay of the weight average that sampling uses; 0 disables it.
         num_classes: digit classes to condition on (10 for moving digits); 0 (default):
             unconditional in class labels.
@@ -116,9 +119,11 @@ class VideoDiTModule(DDPMModule):
                  beta_start: float = 1e-4, beta_end: float = 0.02, prediction: str = "eps", lr: float = 1e-4,
                  weight_decay: float = 0.0, warmup_steps: int = 0, ema_decay: float = 0.9999, num_classes: int = 0,
                  class_dropout: float = 0.1, trunk_options: Mapping[str, Any] | None = None,
-                 min_snr_gamma: float | None = None, compile_model: bool = False) -> None:
+                 min_snr_gamma: float | None = None, compile_model: bool = False,
+                 lr_decay_steps: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_decay(warmup_steps, lr_decay_steps, "lr_decay_steps")  # at construction, not when fitting
         check_min_snr_gamma(min_snr_gamma)  # at construction, not at the first training step
         self.task_weights = dict(DEFAULT_TASK_WEIGHTS if task_weights is None else task_weights)
         task_probabilities(self.task_weights)  # fail early on bad weights
