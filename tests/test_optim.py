@@ -67,6 +67,10 @@ def test_ddpm_modules_anneal_with_lr_decay_steps(kind):
     with pytest.raises(ValueError, match="lr_decay_steps"):
         build(warmup_steps=2, lr_decay_steps=2)  # refused at construction, not when fitting
     module = build(warmup_steps=2, lr_decay_steps=6)
+    rebuilt = type(module)(**module.hparams)  # what loading a checkpoint does
+    assert rebuilt.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0](4) == pytest.approx(0.5)
+    old = {k: v for k, v in module.hparams.items() if k != "lr_decay_steps"}  # a checkpoint from before the option
+    assert type(module)(**old).configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0](10 ** 6) == 1.0
     module._trainer = SimpleNamespace(max_steps=20)
     with pytest.warns(UserWarning, match="reaches 0 at step 6"):
         module.on_fit_start()
