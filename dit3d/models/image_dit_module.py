@@ -57,7 +57,8 @@ class ImageDiTModule(DDPMModule):
             (``"linear"`` as DiT, or ``"cosine"``).
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         lr_decay_steps: after the warm-up, decay the learning rate linearly to 0 at this
-            step (set it to the run's ``max_steps``); None (default) keeps it constant.
+            step (set it to the run's ``max_steps``); None (default) keeps it constant,
+            which scored better on the shipped CPU digit model (``data/digits_dit_cpu/README.md``).
         ema_decay: decay of the weight average that sampling uses (``ema_model``), warmed
             up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` steps; 0 disables it.
         trunk_options: further :class:`~dit3d.nn.DiTTrunk` arguments, stored with the

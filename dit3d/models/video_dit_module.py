@@ -84,7 +84,8 @@ class VideoDiTModule(DDPMModule):
             where the digit is, barely count; ``"v"`` weights them by SNR + 1 instead.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         lr_decay_steps: after the warm-up, decay the learning rate linearly to 0 at this
-            step (set it to the run's ``max_steps``); None (default) keeps it constant.
+            step (set it to the run's ``max_steps``); None (default) keeps it constant,
+            which scored better on the shipped CPU digit model (``data/video_digits_cpu/README.md``).
         ema_decay: decay of the weight average that sampling uses; 0 disables it.
         num_classes: digit classes to condition on (10 for moving digits); 0 (default):
             unconditional in class labels.
