@@ -27,3 +27,15 @@ def qm9_root(tmp_path_factory: pytest.TempPathFactory) -> str:
         os.environ.pop("DIT3D_CACHE", None)
     else:
         os.environ["DIT3D_CACHE"] = previous
+
+
+@pytest.fixture
+def tiny_ddpm_module():
+    """A factory ``(kind, **options) -> module`` of one-block DDPM Lightning modules,
+    ``kind`` one of ``"dit3d"``, ``"image"``, ``"video"``; ``options`` go to the constructor."""
+    from dit3d.models import DiT3DModule, ImageDiTModule, VideoDiTModule
+
+    builders = {"dit3d": lambda **k: DiT3DModule("DiT-3D-Mini/8", resolution=16, depth=1, **k),
+                "image": lambda **k: ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, **k),
+                "video": lambda **k: VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, **k)}
+    return lambda kind, **options: builders[kind](**options)

@@ -81,16 +81,6 @@ def test_training_compile_refuses_without_a_cpp_compiler(monkeypatch):
     assert not is_compiled(block)
 
 
-def tiny_ddpm_module(kind: str, compile_model: bool):
-    from dit3d.models import DiT3DModule, ImageDiTModule, VideoDiTModule
-
-    if kind == "dit3d":
-        return DiT3DModule("DiT-3D-Mini/8", resolution=16, depth=1, compile_model=compile_model)
-    if kind == "image":
-        return ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, compile_model=compile_model)
-    return VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, compile_model=compile_model)
-
-
 class FittingTrainer:
     """Stands in for an attached Trainer running ``fit`` (what ``configure_model`` asks)."""
     state = SimpleNamespace(fn=TrainerFn.FITTING)
@@ -98,9 +88,10 @@ class FittingTrainer:
 
 @pytest.mark.parametrize("kind", ["dit3d", "image", "video"])
 @pytest.mark.parametrize("compile_model", [False, True])
-def test_ddpm_modules_compile_their_network_when_a_fit_starts(monkeypatch, kind, compile_model):
+def test_ddpm_modules_compile_their_network_when_a_fit_starts(monkeypatch, tiny_ddpm_module, kind,
+                                                              compile_model):
     monkeypatch.setenv("CXX", "true")  # configure_model only compiles in place; nothing is built until a call
-    m = tiny_ddpm_module(kind, compile_model)
+    m = tiny_ddpm_module(kind, compile_model=compile_model)
     names = list(m.state_dict())
     m.configure_model()
     assert not is_compiled(m.model)  # no Trainer: loading, validating or sampling stays eager
@@ -111,12 +102,12 @@ def test_ddpm_modules_compile_their_network_when_a_fit_starts(monkeypatch, kind,
     assert list(m.state_dict()) == names  # checkpoints keep their keys
 
 
-def test_a_checkpoint_trained_compiled_loads_without_a_compiler(monkeypatch, tmp_path):
+def test_a_checkpoint_trained_compiled_loads_without_a_compiler(monkeypatch, tmp_path, tiny_ddpm_module):
     from lightning.pytorch import Trainer
 
     from dit3d.models import DiT3DModule
 
-    m = tiny_ddpm_module("dit3d", True)
+    m = tiny_ddpm_module("dit3d", compile_model=True)
     path = tmp_path / "m.ckpt"
     trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.strategy.connect(m)
@@ -129,14 +120,14 @@ def test_a_checkpoint_trained_compiled_loads_without_a_compiler(monkeypatch, tmp
 
 @pytest.mark.slow
 @needs_compiler
-def test_fit_with_compile_model_validates_and_trains(tmp_path):
+def test_fit_with_compile_model_validates_and_trains(tmp_path, tiny_ddpm_module):
     """The real hook order: sanity validation (inference mode, eval), a train step, the EMA update."""
     from lightning.pytorch import Trainer
     from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
     data = [{"points": torch.randn(64, 3), "label": torch.tensor(0)} for _ in range(4)]
-    m = tiny_ddpm_module("dit3d", True)
+    m = tiny_ddpm_module("dit3d", compile_model=True)
     before = [p.detach().clone() for p in m.model.parameters()]
     Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             num_sanity_val_steps=1, limit_val_batches=1, default_root_dir=tmp_path).fit(

@@ -1,6 +1,7 @@
 """The learning-rate schedule shared by the Lightning systems (dit3d.models.optim)."""
 from __future__ import annotations
 
+import functools
 import warnings
 from types import SimpleNamespace
 
@@ -54,12 +55,8 @@ def test_a_decay_that_misses_the_end_of_the_run_warns():
 
 
 @pytest.mark.parametrize("kind", ["dit3d", "image", "video"])
-def test_ddpm_modules_anneal_with_lr_decay_steps(kind):
-    from dit3d.models import DiT3DModule, ImageDiTModule, VideoDiTModule
-
-    build = {"dit3d": lambda **k: DiT3DModule("DiT-3D-Mini/8", resolution=16, depth=1, **k),
-             "image": lambda **k: ImageDiTModule("DiT-Img-Mini/4", image_size=16, in_channels=1, depth=1, **k),
-             "video": lambda **k: VideoDiTModule(patch_size=8, num_frames=4, image_size=16, depth=1, **k)}[kind]
+def test_ddpm_modules_anneal_with_lr_decay_steps(tiny_ddpm_module, kind):
+    build = functools.partial(tiny_ddpm_module, kind)
     schedule = build(warmup_steps=2, lr_decay_steps=6).configure_optimizers()["lr_scheduler"]["scheduler"]
     assert [schedule.lr_lambdas[0](s) for s in (0, 1, 4, 6, 9)] == pytest.approx([0.5, 1.0, 0.5, 0.0, 0.0])
     constant = build(warmup_steps=2).configure_optimizers()["lr_scheduler"]["scheduler"]
