@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dit3d.checks import finite_float, positive_int
+from dit3d.checks import check_guide_unused, finite_float, positive_int
 from dit3d.models.adit_sampling import adit_label, composition_atom_types, sample_latents
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
@@ -32,12 +32,14 @@ if TYPE_CHECKING:  # only a type here
 
 __all__ = ["ADiTGenerator", "DEFAULT_SAMPLING", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
 
-SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size", "temperature")
+SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size", "temperature", "autoguidance")
 #: Heun on 25 steps (49 network calls): on 300 molecules of the 11,250-step adit-qm9-cpu it scored
 #: ADiT validity 0.267 against 0.253 for Euler on 100 and 0.270 for Heun on 50
 #: (``data/adit_qm9_cpu/README.md``); every shipped ADiT folder samples with it
 DEFAULT_SAMPLING: dict[str, Any] = {"steps": 25, "solver": "heun", "guidance": 1.0, "batch_size": 256,
-                                    "temperature": 1.0}
+                                    "temperature": 1.0, "autoguidance": 1.0}
+#: DiT settings a guide network must share with the model: it is called with the same inputs
+GUIDE_MUST_MATCH = ("in_dim", "num_classes", "token_classes", "self_condition")
 
 #: what to do when an element-conditioned model lacks its training compositions
 REMEASURE = ("call ADiTLatentModule.measure_compositions(train_dataset) with the data it was trained on "
@@ -75,6 +77,8 @@ class ADiTGenerator:
             kind outside them (crystals of ``element_conditioning="molecules"``) draws an
             atom count and gives the DiT label 0 (no element). ``None``: the kinds with
             stored compositions (folders written before this was saved).
+        guide: a weaker latent DiT of the same latents (e.g. the same run at an earlier
+            step) for autoguidance (:meth:`set_guide`; the ``autoguidance`` sampling option).
     """
 
     SYSTEM: ClassVar[int]
@@ -82,7 +86,8 @@ class ADiTGenerator:
     def __init__(self, autoencoder: AtomAutoencoder, dit: DiT, flow: FlowMatching, latent_mean: Tensor,
                  latent_std: Tensor, atom_count_hist: Tensor, sampling: dict[str, Any] | None = None,
                  flow_config: dict[str, Any] | None = None, compositions: Tensor | None = None,
-                 composition_weight: Tensor | None = None, element_kinds: Sequence[int] | None = None) -> None:
+                 composition_weight: Tensor | None = None, element_kinds: Sequence[int] | None = None,
+                 guide: DiT | None = None) -> None:
         hist = atom_count_hist.detach().cpu().float()
         if hist.dim() == 1:  # folders written before crystals: molecules only
             hist = torch.stack([hist, torch.zeros_like(hist)])
@@ -97,6 +102,9 @@ class ADiTGenerator:
         self.atom_count_hist = hist
         self.compositions, self.composition_weight = self._check_compositions(dit, compositions, composition_weight)
         self.element_kinds = self._check_element_kinds(element_kinds)
+        self.guide: DiT | None = None
+        if guide is not None:
+            self.set_guide(guide)
         self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}  # folders written before temperature existed sample at 1
         self.flow_config = flow_config or {}
         self._options(1, {})  # bad defaults (steps, solver, guidance, temperature) fail here, not at sampling
@@ -153,6 +161,8 @@ class ADiTGenerator:
         """Move the networks and latent statistics to ``device``, e.g. ``"cuda"``."""
         self.autoencoder.to(device)
         self.dit.to(device)
+        if self.guide is not None:
+            self.guide.to(device)
         self.latent_mean, self.latent_std = self.latent_mean.to(device), self.latent_std.to(device)
         return self
 
@@ -161,6 +171,51 @@ class ADiTGenerator:
         :meth:`save_pretrained`), checked before anything changes."""
         self.sampling = self._options(1, options)
         return self
+
+    def set_guide(self, guide: DiT | ADiTGenerator | None) -> ADiTGenerator:
+        """Guide sampling with ``guide`` from now on when the ``autoguidance`` option is not 1
+        (Karras et al. 2024; :func:`~dit3d.objectives.autoguidance`), or drop the guide
+        (``None``). The guide must be a weaker latent DiT of the same latents, such as the
+        same run at an earlier step; it is saved with the model. Given as a generator (e.g.
+        ``MoleculeGenerator.from_pretrained(earlier_folder)``), its latent DiT is taken after
+        checking that it learnt this model's latents: the same encoder and latent statistics.
+
+        Raises:
+            ValueError: a guide built for other inputs (latent width, labels, element
+                tokens or self-conditioning differ from the model's), or a generator of
+                other latents.
+        """
+        if guide is None:
+            check_guide_unused(self.sampling)
+            self.guide = None
+            return self
+        if isinstance(guide, ADiTGenerator):
+            guide = self._same_latents(guide).dit
+        if not isinstance(guide, DiT):
+            raise ValueError(f"the guide must be a dit3d.nn.DiT (a latent DiT), got {type(guide).__name__}")
+        differ = {k: (guide.config.get(k), self.dit.config.get(k)) for k in GUIDE_MUST_MATCH
+                  if guide.config.get(k) != self.dit.config.get(k)}
+        if differ:
+            raise ValueError("the guide must take the model's inputs; (guide, model) differ in " +
+                             ", ".join(f"{k} {g!r} vs {m!r}" for k, (g, m) in differ.items()))
+        device = next(self.dit.parameters()).device
+        self.guide = copy.deepcopy(guide).to(device).eval().requires_grad_(False)
+        return self
+
+    def _same_latents(self, other: ADiTGenerator) -> ADiTGenerator:
+        """``other`` if its latent DiT learnt this model's latents and predicts what this
+        model's does, else ValueError."""
+        if other.flow_config != self.flow_config:
+            raise ValueError(f"the guide was trained with other flow-matching settings ({other.flow_config} vs "
+                             f"{self.flow_config}): it must predict what this model predicts")
+        if not self.autoencoder.same_encoder(other.autoencoder):
+            raise ValueError("the guide was trained on another autoencoder's latents (its encoder differs): it "
+                             "must be an earlier or smaller latent DiT of this model's autoencoder")
+        stats = [(other.latent_mean, self.latent_mean), (other.latent_std, self.latent_std)]
+        if not all(a.shape == b.shape and torch.allclose(a.cpu(), b.cpu(), rtol=1e-3, atol=1e-6) for a, b in stats):
+            raise ValueError("the guide standardises its latents with other statistics than this model; give a "
+                             "latent DiT trained on this model's latents")
+        return other
 
     def replace_autoencoder(self, autoencoder: AtomAutoencoder) -> ADiTGenerator:
         """Decode with a frozen copy of ``autoencoder`` from now on: one whose decoder was
@@ -190,7 +245,9 @@ class ADiTGenerator:
         quantized one."""
         from dit3d.nn.quantize import quantize_int8
 
-        quantize_int8(self.dit.eval())  # converts what is still float: a second call changes nothing
+        for net in (self.dit, self.guide):
+            if net is not None:
+                quantize_int8(net.eval())  # converts what is still float: a second call changes nothing
         return self
 
     # --------------------------------------------------------------- loading
@@ -232,13 +289,22 @@ class ADiTGenerator:
         part = lambda prefix: {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}  # noqa: E731
         load_state_strict(ae, part("autoencoder."), str(directory))
         load_state_strict(dit, part("dit."), str(directory))
+        guide = None
+        if config.get("guide") is not None:
+            try:
+                guide = DiT(**config["guide"])
+            except (TypeError, ValueError) as e:
+                raise PretrainedError(f"{directory}: bad guide config ({e}); re-export the model") from None
+            load_state_strict(guide, part("guide."), str(directory))
+            guide.eval()
         lacking = [k for k in ("latent_mean", "latent_std", "atom_count_hist") if k not in weights]
         if lacking:
             raise PretrainedError(f"{directory}: {WEIGHTS_NAME} lacks {lacking}; re-export the model")
         try:
             return cls(ae.eval(), dit.eval(), flow, weights["latent_mean"], weights["latent_std"],
                        weights["atom_count_hist"], config.get("sampling"), config["flow"],
-                       weights.get("compositions"), weights.get("composition_weight"), config.get("element_kinds"))
+                       weights.get("compositions"), weights.get("composition_weight"), config.get("element_kinds"),
+                       guide)
         except ValueError as e:  # e.g. bad stored sampling defaults, a histogram of the wrong shape
             raise PretrainedError(f"{directory}: {e}; re-export the model") from None
 
@@ -252,12 +318,16 @@ class ADiTGenerator:
         from dit3d.nn.quantize import check_float
 
         check_float(self.dit)
+        if self.guide is not None:
+            check_float(self.guide)
         if weights_dtype not in ("float32", "float16"):
             raise ValueError(f"weights_dtype must be 'float32' or 'float16', got {weights_dtype!r}")
         dtype = getattr(torch, weights_dtype)
         cast = lambda v: v.to(dtype) if v.is_floating_point() else v  # noqa: E731
         state = {f"autoencoder.{k}": cast(v) for k, v in self.autoencoder.state_dict().items()}
         state |= {f"dit.{k}": cast(v) for k, v in self.dit.state_dict().items()}
+        if self.guide is not None:
+            state |= {f"guide.{k}": cast(v) for k, v in self.guide.state_dict().items()}
         state |= {"latent_mean": self.latent_mean, "latent_std": self.latent_std,
                   "atom_count_hist": self.atom_count_hist}
         if self.compositions is not None:
@@ -266,6 +336,8 @@ class ADiTGenerator:
                   "sampling": self.sampling, "weights_dtype": weights_dtype}
         if self.element_kinds:
             config["element_kinds"] = list(self.element_kinds)
+        if self.guide is not None:
+            config["guide"] = self.guide.config
         clash = set(extra or {}) & (set(config) | {"kind"})
         if clash:
             raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
@@ -283,6 +355,15 @@ class ADiTGenerator:
             opts[key] = positive_int(opts[key], key)
         opts["temperature"] = finite_float(opts["temperature"], "temperature", positive=True)
         opts["guidance"] = finite_float(opts["guidance"], "guidance")
+        opts["autoguidance"] = finite_float(opts["autoguidance"], "autoguidance")
+        if opts["autoguidance"] != 1:
+            if self.guide is None:
+                raise ValueError("autoguidance needs a guide network, and this model has none: export it with "
+                                 "`dit3d export ... --guide EARLIER_CHECKPOINT` or call set_guide(); else leave "
+                                 "autoguidance at 1")
+            if opts["guidance"] != 1:
+                raise ValueError(f"choose classifier-free guidance or autoguidance, not both: got guidance "
+                                 f"{opts['guidance']} and autoguidance {opts['autoguidance']}; set one to 1")
         check_option("solver", opts["solver"], SOLVERS)
         return opts
 
@@ -328,6 +409,7 @@ class ADiTGenerator:
                 types = self._token_types(drawn[chunk])  # (b, N) or None
                 z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
                                          opts["steps"], opts["solver"], opts["guidance"], g,
-                                         temperature=opts["temperature"], atom_types=types)
+                                         temperature=opts["temperature"], atom_types=types, guide=self.guide,
+                                         autoguidance_scale=opts["autoguidance"])
                 bar.update(len(chunk))
                 yield chunk.tolist(), counts[chunk], z, mask

@@ -11,6 +11,7 @@ unpickling code).
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from dit3d.checks import finite_float, positive_int
+from dit3d.checks import check_guide_unused, finite_float, positive_int
 from dit3d.models.checkpoint import load_lightning_checkpoint
 from dit3d.models.ddpm_generation import SAMPLERS
 from dit3d.objectives import GaussianDiffusion
@@ -28,7 +29,9 @@ from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict
 __all__ = ["SAMPLING_OPTIONS", "DDPMGenerator", "load_lightning_checkpoint"]
 
 #: options :meth:`DDPMGenerator._options` accepts (stored defaults and per-call overrides)
-SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval")
+SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "eta", "batch_size", "cache_interval", "autoguidance")
+#: what older folders, written before an option existed, sample with
+OPTION_FALLBACKS = {"cache_interval": 1, "autoguidance": 1.0}
 
 _G = TypeVar("_G", bound="DDPMGenerator")
 
@@ -48,6 +51,7 @@ class DDPMGenerator:
 
     Attributes:
         net: the network.
+        guide: a weaker copy of the network for autoguidance (:meth:`set_guide`), or ``None``.
         diffusion_config: ``diffusion`` as a dict (what ``config.json`` stores).
         diffusion: the schedule.
         num_classes: the network's class count (0: unconditional).
@@ -72,10 +76,41 @@ class DDPMGenerator:
         self.diffusion_config = dict(diffusion)
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
         self.num_classes = int(net.config.get("num_classes", 0))
+        self.guide: nn.Module | None = None
 
     def to(self: _G, device: str | torch.device) -> _G:
-        """Move the network to ``device``, e.g. ``"cuda"`` (seeded noise is still drawn on the CPU)."""
+        """Move the networks to ``device``, e.g. ``"cuda"`` (seeded noise is still drawn on the CPU)."""
         self.net.to(device)
+        if self.guide is not None:
+            self.guide.to(device)
+        return self
+
+    def set_guide(self: _G, guide: nn.Module | DDPMGenerator | None) -> _G:
+        """Guide sampling with ``guide`` from now on when the ``autoguidance`` option is not 1
+        (Karras et al. 2024, :func:`~dit3d.objectives.autoguidance`: extrapolate from a weaker
+        model of the same data towards this one), or drop the guide (``None``). The guide is
+        the same network at an earlier training step (same architecture; a generator's must
+        also share the diffusion schedule); it is saved with the model.
+
+        Raises:
+            ValueError: another architecture or schedule, or dropping the guide while the
+                stored ``autoguidance`` default needs it.
+        """
+        if guide is None:
+            check_guide_unused(self.sampling)
+            self.guide = None
+            return self
+        if isinstance(guide, DDPMGenerator):
+            if guide.diffusion_config != self.diffusion_config:
+                raise ValueError(f"the guide was trained with another diffusion schedule ({guide.diffusion_config} "
+                                 f"vs {self.diffusion_config}): it must predict what this model predicts")
+            guide = guide.net
+        if type(guide) is not type(self.net) or getattr(guide, "config", None) != self.net.config:
+            raise ValueError(f"the guide must be a {type(self.net).__name__} built like the model (the same run at "
+                             f"an earlier step); got a {type(guide).__name__} with config "
+                             f"{getattr(guide, 'config', None)}")
+        device = next(self.net.parameters()).device
+        self.guide = copy.deepcopy(guide).to(device).eval().requires_grad_(False)
         return self
 
     def quantize_int8(self: _G) -> _G:
@@ -86,7 +121,9 @@ class DDPMGenerator:
         refuses a quantized one."""
         from dit3d.nn.quantize import quantize_int8
 
-        quantize_int8(self.net.eval())  # converts what is still float: a second call changes nothing
+        for net in (self.net, self.guide):
+            if net is not None:
+                quantize_int8(net.eval())  # converts what is still float: a second call changes nothing
         return self
 
     def compile(self: _G) -> _G:
@@ -99,7 +136,9 @@ class DDPMGenerator:
         unchanged, its card); :meth:`save_pretrained` still works."""
         from dit3d.nn.compiled import compile_for_sampling
 
-        compile_for_sampling(self.net.eval())
+        for net in (self.net, self.guide):
+            if net is not None:
+                compile_for_sampling(net.eval())
         return self
 
     # --------------------------------------------------------------- loading
@@ -130,8 +169,15 @@ class DDPMGenerator:
         except (TypeError, ValueError) as e:
             raise PretrainedError(f"{directory}: bad {cls.NET_NAME} config ({e})") from None
         load_state_strict(net, {k[4:]: v for k, v in weights.items() if k.startswith("net.")}, str(directory))
+        guide = None
+        if config.get("guide") is not None:  # autoguidance: a weaker copy of the network
+            guide = cls.NET_CLASS(**config[cls.NET_KEY])
+            load_state_strict(guide, {k[6:]: v for k, v in weights.items() if k.startswith("guide.")}, str(directory))
         try:
-            return cls._from_config(net.eval(), config)
+            sampling = config["sampling"]
+            config = {**config, "sampling": {k: v for k, v in sampling.items() if k != "autoguidance"}}
+            gen = cls._from_config(net.eval(), config)
+            return gen if guide is None else gen.set_guide(guide).set_sampling_defaults(**sampling)
         except (TypeError, ValueError, KeyError) as e:
             raise PretrainedError(f"{directory}: bad config ({type(e).__name__}: {e}); re-export the model") from None
 
@@ -145,6 +191,10 @@ class DDPMGenerator:
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         config = {self.NET_KEY: self.net.config, "diffusion": self.diffusion_config, **self._config_fields(),
                   "sampling": self.sampling}
+        if self.guide is not None:
+            check_float(self.guide)
+            state |= {f"guide.{k}": v for k, v in self.guide.state_dict().items()}
+            config["guide"] = True  # built like the network
         clash = set(extra or {}) & (set(config) | {"kind"})
         if clash:
             raise ValueError(f"extra config keys {sorted(clash)} are reserved; choose other names")
@@ -158,7 +208,7 @@ class DDPMGenerator:
         defaults = dict(defaults)
         if isinstance(defaults.get("steps"), int):
             defaults["steps"] = min(defaults["steps"], self.diffusion.num_timesteps)
-        return self._options(dict(defaults, **(sampling or {})), check_only=True)
+        return self._options({**OPTION_FALLBACKS, **defaults, **(sampling or {})}, check_only=True)
 
     def _options(self, options: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
         """Per-call ``options`` over :attr:`sampling`, checked (``check_only``: ``options`` is
@@ -166,7 +216,8 @@ class DDPMGenerator:
         unknown = set(options) - set(SAMPLING_OPTIONS)
         if unknown:
             raise ValueError(f"unknown sampling options {sorted(unknown)}; choose from {SAMPLING_OPTIONS}")
-        opts = dict(options) if check_only else {"cache_interval": 1, **self.sampling, **options}  # older folders lack it
+        # older folders lack some options: they sample as before the option existed
+        opts = dict(options) if check_only else {**OPTION_FALLBACKS, **self.sampling, **options}
         if opts["sampler"] not in SAMPLERS:
             raise ValueError(f"unknown sampler {opts['sampler']!r}; choose one of {SAMPLERS}")
         if not check_only and opts["sampler"] == "ddpm" and "steps" not in options:
@@ -176,9 +227,24 @@ class DDPMGenerator:
         opts["batch_size"] = positive_int(opts["batch_size"], "batch_size")
         if "cache_interval" in opts:
             opts["cache_interval"] = positive_int(opts["cache_interval"], "cache_interval")
-        for key in ("guidance", "eta"):
-            opts[key] = finite_float(opts[key], key)  # plain floats: numpy scalars would not serialise
-        return opts
+        for key in ("guidance", "eta", "autoguidance"):
+            if key in opts:
+                opts[key] = finite_float(opts[key], key)  # plain floats: numpy scalars would not serialise
+        if opts.get("autoguidance", 1.0) != 1 and getattr(self, "guide", None) is None:
+            raise ValueError("autoguidance needs a guide network, and this model has none: export it with "
+                             "`dit3d export ... --guide EARLIER_CHECKPOINT` or call set_guide(); else leave "
+                             "autoguidance at 1")
+        return opts  # autoguidance with classifier-free guidance is refused when sampling (guided_model)
+
+    def set_sampling_defaults(self: _G, **options: Any) -> _G:
+        """Change the stored sampling defaults (:data:`SAMPLING_OPTIONS`; saved by
+        :meth:`save_pretrained`), checked before anything changes."""
+        self.sampling = self._options({**OPTION_FALLBACKS, **self.sampling, **options}, check_only=True)
+        return self
+
+    def _guide_options(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        """The sampling functions' autoguidance arguments for checked options ``opts``."""
+        return {"guide": self.guide, "autoguidance_scale": float(opts.get("autoguidance", 1.0))}
 
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator:

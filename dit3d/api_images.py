@@ -172,5 +172,5 @@ class ImageGenerator(DDPMGenerator):
             part = y[start:start + opts["batch_size"]]
             out.append(sample_images(self.net, self.diffusion, len(part), part, opts["sampler"], opts["steps"],
                                      float(opts["eta"]), float(opts["guidance"]), 1.0, g, progress,
-                                     int(opts["cache_interval"])).float().cpu())
+                                     int(opts["cache_interval"]), **self._guide_options(opts)).float().cpu())
         return torch.cat(out)

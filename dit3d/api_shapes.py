@@ -211,7 +211,7 @@ class ShapeGenerator(DDPMGenerator):
             size = min(opts["batch_size"], n - start)
             x = sample_point_clouds(self.net, self.diffusion, size, num_points, label, opts["sampler"], opts["steps"],
                                     float(opts["eta"]), float(opts["guidance"]), g, progress,
-                                    int(opts["cache_interval"]))
+                                    int(opts["cache_interval"]), **self._guide_options(opts))
             out[start:start + size] = self.denormalize(x.double().cpu().numpy())
         return out
 

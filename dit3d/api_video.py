@@ -332,7 +332,7 @@ class VideoGenerator(DDPMGenerator):
             out.append(sample_videos(self.net, self.diffusion, clips.shape[0], clips, given[part], opts["sampler"],
                                      opts["steps"], float(opts["eta"]), 1.0, g, progress,
                                      None if y is None else y[part], float(opts["guidance"]),
-                                     int(opts["cache_interval"])).float().cpu())
+                                     int(opts["cache_interval"]), **self._guide_options(opts)).float().cpu())
         return torch.cat(out)
 
     def sample(self, n: int, seed: int | None = None, progress: bool = False,

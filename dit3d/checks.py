@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["finite_float", "positive_int"]
+__all__ = ["check_guide_unused", "finite_float", "positive_int"]
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -40,3 +41,11 @@ def finite_float(value: Any, name: str, positive: bool = False) -> float:
     if not math.isfinite(v) or v < 0 or (positive and v == 0):
         raise ValueError(f"{name} must be a finite float {bound}, got {value!r}")
     return v
+
+
+def check_guide_unused(sampling: Mapping[str, Any]) -> None:
+    """Raise ValueError when stored sampling defaults use autoguidance, so a generator's
+    guide network cannot be dropped under them."""
+    if sampling.get("autoguidance", 1.0) != 1:
+        raise ValueError(f"the stored autoguidance default ({sampling['autoguidance']}) needs the guide; "
+                         "set it to 1 first (set_sampling_defaults(autoguidance=1))")

@@ -1,8 +1,8 @@
-"""Classifier-free guidance wrapper: linear combination, single batched call, kwarg handling."""
+"""Guidance wrappers: classifier-free guidance (linear combination, single batched call, kwarg handling) and autoguidance."""
 import pytest
 import torch
 
-from dit3d.objectives import FlowMatching, GaussianDiffusion, classifier_free_guidance
+from dit3d.objectives import FlowMatching, GaussianDiffusion, autoguidance, classifier_free_guidance
 
 
 class Recorder:
@@ -84,3 +84,37 @@ def test_bad_kwargs_raise_clear_errors():
         classifier_free_guidance(Recorder(), 2.0, {"y": torch.ones(4)}, {"y": torch.ones(4)})(x, t)
     with pytest.raises(ValueError, match="both to the guided call"):
         classifier_free_guidance(Recorder(), 2.0, cond, uncond)(x, t, y=cond["y"])
+
+
+# ------------------------------------------------------------------ autoguidance
+def test_autoguidance_is_the_model_alone_at_scale_one_and_the_guide_at_zero():
+    x, t, cond, _ = _inputs()
+    model, guide = Recorder(), lambda x, t, y: torch.cos(x) * y.to(x.dtype)[:, None]
+    out = autoguidance(lambda x, t, **kw: model(x, t, **kw), guide, 1.0)(x, t, **cond)
+    torch.testing.assert_close(out, Recorder()(x, t, **cond))
+    assert len(model.calls) == 1  # the guide is not even called
+    torch.testing.assert_close(autoguidance(Recorder(), guide, 0.0)(x, t, **cond), guide(x, t, **cond))
+
+
+@pytest.mark.parametrize("scale", [-0.5, 2.0, 3.5])
+def test_autoguidance_extrapolates_from_the_guide_with_the_same_arguments(scale):
+    x, t, cond, _ = _inputs()
+    model, guide = Recorder(), Recorder()
+    weak = lambda x, t, **kw: 0.5 * guide(x, t, **kw)  # noqa: E731
+    mask = torch.tensor([True, True, False])
+    out = autoguidance(model, weak, scale)(x, t, mask=mask, **cond)
+    full, half = Recorder()(x, t, **cond), 0.5 * Recorder()(x, t, **cond)
+    torch.testing.assert_close(out, half + scale * (full - half))
+    for call in model.calls + guide.calls:  # both see exactly the caller's arguments
+        assert torch.equal(call["x"], x) and torch.equal(call["y"], cond["y"]) and torch.equal(call["mask"], mask)
+
+
+def test_autoguidance_in_a_flow_sampler_matches_the_combined_velocity():
+    target_strong, target_weak = torch.full((2, 3), 1.0), torch.full((2, 3), 0.4)
+    strong = lambda x, t, **kw: target_strong - x  # noqa: E731  (velocities towards a point, flow time to 1)
+    weak = lambda x, t, **kw: target_weak - x  # noqa: E731
+    flow = FlowMatching()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    guided = flow.sample(autoguidance(strong, weak, 2.0), (2, 3), steps=8, generator=g(), progress=False)
+    combined = flow.sample(lambda x, t, **kw: (0.4 + 2.0 * 0.6) - x, (2, 3), steps=8, generator=g(), progress=False)
+    torch.testing.assert_close(guided, combined)

@@ -26,6 +26,13 @@ def add_cache_interval_arg(p: argparse.ArgumentParser) -> None:
                         "default: the checkpoint's, 1 = every step)")
 
 
+def add_autoguidance_arg(p: argparse.ArgumentParser) -> None:
+    """``--autoguidance W`` of the ``dit3d sample``/``evaluate`` commands (the model's stored guide network)."""
+    p.add_argument("--autoguidance", type=float,
+                   help="autoguidance scale: extrapolate from the weaker guide network stored with the model "
+                        "(Karras et al. 2024; 1: off; default: the checkpoint's)")
+
+
 def add_int8_arg(p: argparse.ArgumentParser) -> None:
     """``--int8`` of the ``dit3d sample`` commands (the generators' ``quantize_int8``, :mod:`dit3d.nn.quantize`)."""
     p.add_argument("--int8", action="store_true",
@@ -69,12 +76,13 @@ def add_flow_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     p.add_argument("--temperature", type=float, help="scale of the initial noise (default: the checkpoint's); "
                                                      "below 1 trades diversity for validity")
+    add_autoguidance_arg(p)
     add_int8_arg(p)
 
 
 def flow_sampling_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ODE options given on the command line (the rest: the checkpoint's defaults)."""
-    return sampling_overrides(args, ("steps", "solver", "guidance", "temperature"))
+    return sampling_overrides(args, ("steps", "solver", "guidance", "temperature", "autoguidance"))
 
 
 def sampling_overrides(args: argparse.Namespace, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -82,7 +90,7 @@ def sampling_overrides(args: argparse.Namespace, keys: tuple[str, ...] | None = 
     among ``keys`` (default: :data:`dit3d.api_ddpm.SAMPLING_OPTIONS`)."""
     from dit3d.api_ddpm import SAMPLING_OPTIONS
 
-    return {k: v for k in keys or SAMPLING_OPTIONS if (v := getattr(args, k)) is not None}
+    return {k: v for k in keys or SAMPLING_OPTIONS if (v := getattr(args, k, None)) is not None}
 
 
 def parse_notes(notes: list[str]) -> dict[str, str]:
@@ -119,6 +127,26 @@ def add_ddpm_export_args(p: argparse.ArgumentParser, module: str, generator: str
                    help="default DDIM stochasticity (0: deterministic; 1: DDPM-like noise, more forgiving of "
                         f"an imperfect noise model; default: {generator}.DEFAULT_SAMPLING's)")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
+    p.add_argument("--guide", help=f"store this weaker {module} .ckpt of the same run (an earlier step) with "
+                                   "the model, for autoguidance")
+    p.add_argument("--autoguidance", type=float, help="default autoguidance scale (needs --guide; default 1: off)")
+
+
+def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: dict[str, Any]) -> Any:
+    """Store ``--guide`` (a checkpoint, made a generator by ``load(path)``) in ``gen`` and set
+    the ``--autoguidance`` default; errors name the option. Records the guide in ``provenance``."""
+    if args.guide is not None:
+        try:
+            gen.set_guide(load(args.guide))
+        except ValueError as e:
+            raise ValueError(f"--guide {args.guide}: {e}") from None
+        provenance["guide"] = str(args.guide)
+    if args.autoguidance is not None:
+        try:
+            gen.set_sampling_defaults(autoguidance=args.autoguidance)
+        except ValueError as e:
+            raise ValueError(f"--autoguidance: {e}") from None
+    return gen
 
 
 def fit_provenance(checkpoint: str, ckpt: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:

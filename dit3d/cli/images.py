@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_compile_arg, add_ddpm_export_args, add_int8_arg,
-                              apply_compile, apply_int8, ddpm_export_sampling, fit_provenance, parse_notes,
-                              positive_int, report, sampling_overrides, write_json, write_npy)
+from dit3d.cli.common import (add_autoguidance_arg, add_cache_interval_arg, add_compile_arg, add_ddpm_export_args,
+                              add_int8_arg, apply_compile, apply_int8, ddpm_export_sampling, fit_provenance,
+                              parse_notes, positive_int, report, sampling_overrides, set_export_guide, write_json,
+                              write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -47,6 +48,7 @@ def _add_sampling_options(p: argparse.ArgumentParser,
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--batch-size", type=positive_int, help="images denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
+    add_autoguidance_arg(p)
     add_int8_arg(p)
     add_compile_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -69,7 +71,8 @@ def _draw(gen: Any, labels: list[int], args: argparse.Namespace) -> tuple[np.nda
     if effective.get("sampler") == "ddpm" and "steps" not in options:
         effective["steps"] = None
     record = {"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT), "seed": args.seed, "num_samples": len(labels),
-              **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta")}, "device": args.device,
+              **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta", "autoguidance")},
+              "device": args.device,
               "int8": bool(getattr(args, "int8", False)), "seconds": round(seconds, 2)}
     return images.numpy().astype(np.float32), record
 
@@ -284,5 +287,8 @@ def run_export(args: argparse.Namespace) -> None:
     if args.guidance is not None:
         sampling["guidance"] = args.guidance
     gen = ImageGenerator.from_lightning(module, sampling=sampling)
-    gen.save_pretrained(args.output, extra={"provenance": fit_provenance(args.checkpoint, ckpt, notes)})
+    provenance = fit_provenance(args.checkpoint, ckpt, notes)
+    guide = lambda path: ImageGenerator.from_lightning(load_lightning_checkpoint(path, ImageDiTModule)[0])  # noqa: E731
+    set_export_guide(gen, args, guide, provenance)
+    gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes,
-                              positive_int, report)
+                              positive_int, report, set_export_guide)
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -132,6 +132,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="default guidance (a .ckpt: 1; a folder: its own)")
     p.add_argument("--temperature", type=float,
                    help="default scale of the initial noise (a .ckpt: 1; a folder: its own)")
+    p.add_argument("--guide", help="store this weaker latent DiT of the same latents (a stage-2 .ckpt or ADiT "
+                                   "folder, e.g. the same run at an earlier step) with the model, for autoguidance")
+    p.add_argument("--autoguidance", type=float,
+                   help="default autoguidance scale (needs --guide or a folder with a guide; a .ckpt: 1, off)")
     p.add_argument("--autoencoder", help="decode with this autoencoder (stage-1 .ckpt or folder) instead: one "
                                          "whose decoder was fine-tuned with the model's encoder frozen "
                                          "(configs/adit/joint_decoder_cpu.yaml)")
@@ -170,13 +174,15 @@ def run_export(args: argparse.Namespace) -> None:
     from dit3d.models.adit_latent import load_autoencoder
 
     # the sampling defaults given (unset: a .ckpt gets the generator's, a folder keeps its own)
-    gen, provenance, dtype = _export_source(args.checkpoint, flow_sampling_options(args))
+    overrides = {k: v for k, v in flow_sampling_options(args).items() if k != "autoguidance"}
+    gen, provenance, dtype = _export_source(args.checkpoint, overrides)
     if args.autoencoder is not None:
         try:
             gen.replace_autoencoder(load_autoencoder(args.autoencoder))
         except ValueError as e:
             raise ValueError(f"--autoencoder {args.autoencoder}: {e}") from None  # main adds the command
         provenance["autoencoder"] = str(args.autoencoder)
+    set_export_guide(gen, args, lambda path: _export_source(path, {})[0], provenance)
     gen.save_pretrained(args.output, extra={"provenance": {**provenance, **parse_notes(args.note)}},
                         weights_dtype=args.weights_dtype or dtype)
     print(f"wrote {args.output}", file=sys.stderr)

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from dit3d.cli.common import (add_cache_interval_arg, add_compile_arg, add_ddpm_export_args, add_int8_arg,
-                              apply_compile, apply_int8, ddpm_export_sampling, parse_notes, positive_int, report,
-                              sampling_overrides)
+from dit3d.cli.common import (add_autoguidance_arg, add_cache_interval_arg, add_compile_arg, add_ddpm_export_args,
+                              add_int8_arg, apply_compile, apply_int8, ddpm_export_sampling, parse_notes, positive_int,
+                              report, sampling_overrides, set_export_guide)
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -38,6 +38,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=float, help="DDIM stochasticity (0: deterministic)")
     p.add_argument("--batch-size", type=positive_int, help="clouds denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
+    add_autoguidance_arg(p)
     add_int8_arg(p)
     add_compile_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -114,6 +115,7 @@ def run_export(args: argparse.Namespace) -> None:
     gen = ShapeGenerator.from_lightning(module, stats, {**sampling, "guidance": args.guidance,
                                                         "cache_interval": args.cache_interval})
     provenance = {"checkpoint": str(args.checkpoint), **notes}
+    set_export_guide(gen, args, lambda path: ShapeGenerator.from_lightning(*load_dit3d_checkpoint(path)), provenance)
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
 

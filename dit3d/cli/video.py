@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from dit3d.cli.common import (add_cache_interval_arg, add_compile_arg, add_ddpm_export_args, add_int8_arg,
-                              apply_compile, apply_int8, ddpm_export_sampling, fit_provenance, parse_notes,
-                              positive_int, report, sampling_overrides, write_json, write_npy)
+from dit3d.cli.common import (add_autoguidance_arg, add_cache_interval_arg, add_compile_arg, add_ddpm_export_args,
+                              add_int8_arg, apply_compile, apply_int8, ddpm_export_sampling, fit_provenance,
+                              parse_notes, positive_int, report, sampling_overrides, set_export_guide, write_json,
+                              write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".gif", ".npy")
 TASKS = ("unconditional", "predict", "backward", "interpolate", "complete")
@@ -48,6 +49,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
                                                   "towards the requested digit (1: none; default: the checkpoint's)")
     p.add_argument("--batch-size", type=positive_int, help="clips denoised together (default: the checkpoint's)")
     add_cache_interval_arg(p)
+    add_autoguidance_arg(p)
     add_int8_arg(p)
     add_compile_arg(p)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -102,7 +104,8 @@ def _run(gen: Any, task: str, n: int, args: argparse.Namespace, digit: Any = Non
         effective["steps"] = None
     record = {"checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT), "task": task, "context": args.context,
               "first_clip": args.start, "seed": args.seed, "num_clips": n,
-              **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta")}, "digits": digits,
+              **{k: effective.get(k) for k in ("sampler", "steps", "guidance", "eta", "autoguidance")},
+              "digits": digits,
               "device": args.device, "int8": bool(getattr(args, "int8", False)), "seconds": round(seconds, 2)}
     return clips.numpy().astype(np.float32), known, None if truth is None else truth.numpy(), record
 
@@ -381,5 +384,7 @@ def run_export(args: argparse.Namespace) -> None:
     provenance = fit_provenance(args.checkpoint, ckpt, notes)
     gen = VideoGenerator.from_lightning(module, data=data_settings(provenance["data"]),
                                         sampling={**sampling, "guidance": args.guidance})
+    guide = lambda path: VideoGenerator.from_lightning(load_lightning_checkpoint(path, VideoDiTModule)[0])  # noqa: E731
+    set_export_guide(gen, args, guide, provenance)
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

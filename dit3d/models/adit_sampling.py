@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from dit3d.nn import DiT
-from dit3d.objectives import FlowMatching, classifier_free_guidance
+from dit3d.objectives import FlowMatching, autoguidance, classifier_free_guidance
 from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MOLECULE, AtomAutoencoder
 
 #: international space-group numbers run 1..230
@@ -45,9 +45,12 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
                    kind: int = 0, steps: int = 100, solver: str = "euler", guidance: float = 1.0,
                    generator: torch.Generator | None = None, x0: Tensor | None = None,
                    t_start: float = 0.0, temperature: float = 1.0,
-                   atom_types: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                   atom_types: Tensor | None = None, guide: DiT | None = None,
+                   autoguidance_scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Integrate the flow from noise to de-standardised latents, with classifier-free
-    guidance towards system kind ``kind`` (scale 1: the conditional model alone).
+    guidance towards system kind ``kind`` (scale 1: the conditional model alone), or
+    autoguidance by ``guide``, a weaker latent DiT of the same latents
+    (:func:`~dit3d.objectives.autoguidance`; scale 1: off).
 
     ``x0`` (standardised, zero at padding) replaces the drawn noise; with ``t_start`` it is
     a partly noised sample at that flow time (see :mod:`dit3d.models.adit_probes`).
@@ -72,14 +75,23 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
                              f"{tuple(atom_types.shape)}")
         tokens = {"token_labels": atom_types.to(device).long() * mask}
     model = classifier_free_guidance(dit, guidance, {"y": y, **tokens}, {"y": null, **tokens})
-    was_training = dit.training
-    dit.eval()
+    if autoguidance_scale != 1:
+        if guide is None or guidance != 1:
+            raise ValueError("autoguidance needs a guide network and no classifier-free guidance (guidance=1); "
+                             f"got guide={'a DiT' if guide is not None else None}, guidance={guidance}")
+        guide_fn = lambda x, t, **kw: guide(x, t, y=y, **tokens, **kw)  # noqa: E731
+        model = autoguidance(model, guide_fn, autoguidance_scale)
+    nets = [net for net in (dit, guide) if net is not None]
+    was_training = [net.training for net in nets]
+    for net in nets:
+        net.eval()
     try:
         shape = None if x0 is not None else (B, N, dit.in_dim)
         z = flow.sample(model, shape, x0=None if x0 is None else x0.to(device), steps=steps, solver=solver, mask=mask,
                         generator=generator, progress=False, t_start=t_start, temperature=temperature)  # (B, N, L)
     finally:
-        dit.train(was_training)
+        for net, mode in zip(nets, was_training):
+            net.train(mode)
     return (z * latent_std.to(device) + latent_mean.to(device)) * mask[..., None], mask
 
 

@@ -3,13 +3,14 @@ DiT): DDIM on a few steps (default) or ancestral DDPM through all of them, with
 classifier-free guidance, in eval mode."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from dit3d.nn import branch_caching
-from dit3d.objectives import GaussianDiffusion, classifier_free_guidance
+from dit3d.objectives import GaussianDiffusion, autoguidance, classifier_free_guidance
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -31,10 +32,14 @@ def sample_labels(label: int | Tensor, num_samples: int, num_classes: int, devic
 
 
 def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None = None,
-                 guidance: float = 1.0) -> Callable[..., Tensor]:
+                 guidance: float = 1.0, guide: nn.Module | None = None,
+                 autoguidance_scale: float = 1.0) -> Callable[..., Tensor]:
     r"""The noise predictor the samplers call: ``model`` itself, or, with a label, the
     classifier-free guided :math:`\hat\epsilon_\varnothing + w (\hat\epsilon_y - \hat\epsilon_\varnothing)`
-    (:func:`~dit3d.objectives.classifier_free_guidance`, both halves in one doubled batch).
+    (:func:`~dit3d.objectives.classifier_free_guidance`, both halves in one doubled batch),
+    or, with a ``guide`` network (a weaker version of ``model``: the same run at an earlier
+    step), the autoguided :math:`\hat\epsilon_g + w (\hat\epsilon - \hat\epsilon_g)`
+    (:func:`~dit3d.objectives.autoguidance`; both get the same label).
 
     Args:
         model: the network ``model(x, t, y)``; ``model.null_class`` is ``None`` when it is
@@ -45,11 +50,20 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
             conditional networks.
         guidance: guidance weight :math:`w` (1: the conditional network as it is). Needs a
             conditional network and a label.
+        guide: the weaker network for autoguidance (eval mode), or ``None``.
+        autoguidance_scale: autoguidance weight (1: off); needs ``guide`` and ``guidance`` 1.
 
     Raises:
         ValueError: a label or guidance for an unconditional network, guidance without a
-            label, labels of the wrong shape or out of range.
+            label, labels of the wrong shape or out of range, autoguidance without a guide
+            or together with classifier-free guidance.
     """
+    if autoguidance_scale != 1:
+        if guide is None or guidance != 1:
+            raise ValueError("autoguidance needs a guide network and no classifier-free guidance (guidance=1); "
+                             f"got guide={'a network' if guide is not None else None}, guidance={guidance}")
+        return autoguidance(guided_model(model, num_samples, label), guided_model(guide, num_samples, label),
+                            autoguidance_scale)
     null = model.null_class
     if null is None:
         if label is not None:
@@ -72,7 +86,8 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
 def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Sequence[int], label: int | Tensor = 0,
                        sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, guidance: float = 1.0,
                        clip_denoised: float | None = None, generator: torch.Generator | None = None,
-                       progress: bool = False, cache_interval: int = 1) -> Tensor:
+                       progress: bool = False, cache_interval: int = 1, guide: nn.Module | None = None,
+                       autoguidance_scale: float = 1.0) -> Tensor:
     r"""Draw ``shape`` from noise with a noise predictor ``model(x, t, y)`` that has a
     ``null_class`` attribute (``None``: unconditional).
 
@@ -92,6 +107,8 @@ def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Se
         cache_interval: compute the blocks' attention and MLP in full every
             ``cache_interval``-th step and reuse them in between (FORA,
             :mod:`dit3d.nn.step_cache`); 1 computes every step in full.
+        guide, autoguidance_scale: a weaker network and the autoguidance weight
+            (:func:`guided_model`; 1: off).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -99,16 +116,25 @@ def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Se
         raise ValueError(f"ancestral DDPM runs all {diffusion.num_timesteps} steps, got steps={steps}; "
                          "use sampler='ddim' for fewer")
     device = next(model.parameters()).device
-    model_fn = guided_model(model, shape[0], None if model.null_class is None else label, guidance)
-    was_training = model.training
-    model.eval()
+    model_fn = guided_model(model, shape[0], None if model.null_class is None else label, guidance, guide,
+                            autoguidance_scale)
+    with eval_mode(model, guide), branch_caching(model, cache_interval):
+        if sampler == "ddpm":
+            return diffusion.p_sample_loop(model_fn, tuple(shape), generator=generator, progress=progress,
+                                           clip_denoised=clip_denoised, device=device)
+        return diffusion.ddim_sample_loop(model_fn, tuple(shape), steps=50 if steps is None else steps, eta=eta,
+                                          generator=generator, progress=progress, clip_denoised=clip_denoised,
+                                          device=device)
+
+
+@contextmanager
+def eval_mode(*nets: nn.Module | None) -> Iterator[None]:
+    """Put the given networks (``None`` skipped) in eval mode, restoring each one's mode after."""
+    modes = [(net, net.training) for net in nets if net is not None]
+    for net, _ in modes:
+        net.eval()
     try:
-        with branch_caching(model, cache_interval):
-            if sampler == "ddpm":
-                return diffusion.p_sample_loop(model_fn, tuple(shape), generator=generator, progress=progress,
-                                               clip_denoised=clip_denoised, device=device)
-            return diffusion.ddim_sample_loop(model_fn, tuple(shape), steps=50 if steps is None else steps, eta=eta,
-                                              generator=generator, progress=progress, clip_denoised=clip_denoised,
-                                              device=device)
+        yield
     finally:
-        model.train(was_training)
+        for net, mode in modes:
+            net.train(mode)

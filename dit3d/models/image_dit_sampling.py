@@ -3,7 +3,7 @@ few steps (default) or ancestral DDPM through all of them, with classifier-free 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dit3d.models.image_dit import ImageDiT
 from dit3d.models.ddpm_generation import SAMPLERS, sample_conditional, sample_labels  # noqa: F401 (re-exported)
@@ -14,7 +14,8 @@ from dit3d.objectives import GaussianDiffusion
 def sample_images(model: ImageDiT, diffusion: GaussianDiffusion, num_samples: int, label: int | Tensor = 0,
                   sampler: str = "ddim", steps: int | None = None, eta: float = 0.0, guidance: float = 1.0,
                   clip_denoised: float | None = 1.0, generator: torch.Generator | None = None,
-                  progress: bool = False, cache_interval: int = 1) -> Tensor:
+                  progress: bool = False, cache_interval: int = 1, guide: nn.Module | None = None,
+                  autoguidance_scale: float = 1.0) -> Tensor:
     r"""Draw images from noise with a trained :class:`ImageDiT` (run in eval mode).
 
     With guidance weight :math:`w` each step uses
@@ -39,6 +40,8 @@ def sample_images(model: ImageDiT, diffusion: GaussianDiffusion, num_samples: in
         progress: show a progress bar.
         cache_interval: reuse the blocks' attention and MLP outputs between full steps
             every ``cache_interval`` steps (FORA, :mod:`dit3d.nn.step_cache`); 1: no reuse.
+        guide, autoguidance_scale: a weaker network of the same data and the autoguidance
+            weight (:func:`~dit3d.models.ddpm_generation.guided_model`; 1: off).
 
     Shapes:
         -> ``(num_samples, C, H, W)``, in the data's scaling (``[-1, 1]`` for digits)
@@ -47,4 +50,5 @@ def sample_images(model: ImageDiT, diffusion: GaussianDiffusion, num_samples: in
         raise ValueError(f"need num_samples >= 1, got {num_samples}")
     shape = (num_samples, *model.image_shape)  # (B, C, H, W)
     return sample_conditional(model, diffusion, shape, label, sampler, steps, eta, guidance, clip_denoised,
-                              generator, progress, cache_interval)
+                              generator, progress, cache_interval,
+                              guide=guide, autoguidance_scale=autoguidance_scale)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dit3d.models.ddpm_generation import guided_model
+from dit3d.models.ddpm_generation import eval_mode, guided_model
 from dit3d.models.video_dit import VideoDiT
 from dit3d.nn import branch_caching
 from dit3d.objectives import GaussianDiffusion, known_sample_loop
@@ -29,7 +29,7 @@ def sample_videos(model: VideoDiT, diffusion: GaussianDiffusion, num_samples: in
                   given: Tensor | None = None, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
                   clip_denoised: float | None = 1.0, generator: torch.Generator | None = None,
                   progress: bool = False, label: int | Tensor | None = None, guidance: float = 1.0,
-                  cache_interval: int = 1) -> Tensor:
+                  cache_interval: int = 1, guide: VideoDiT | None = None, autoguidance_scale: float = 1.0) -> Tensor:
     r"""Generate clips, or the missing tokens of ``context`` clips, with a trained :class:`VideoDiT`.
 
     The given tokens of ``context`` are handed to the network clean at every step and
@@ -59,6 +59,8 @@ def sample_videos(model: VideoDiT, diffusion: GaussianDiffusion, num_samples: in
             network and a label.
         cache_interval: reuse the blocks' attention and MLP outputs between full steps
             every ``cache_interval`` steps (FORA, :mod:`dit3d.nn.step_cache`); 1: no reuse.
+        guide, autoguidance_scale: a weaker network of the same clips (the same run at an
+            earlier step) and the autoguidance weight (:func:`guided_model`; 1: off).
 
     Shapes:
         -> ``(num_samples, C, F, H, W)``, equal to ``context`` on the given tokens
@@ -76,12 +78,7 @@ def sample_videos(model: VideoDiT, diffusion: GaussianDiffusion, num_samples: in
         raise ValueError(f"context must have shape {shape} (num_samples, C, F, H, W), got {tuple(context.shape)}")
     context = context.to(device=device, dtype=torch.get_default_dtype())
     known = model.tokenizer.tokens_to_video(mask)  # (B, 1, F, H, W)
-    model_fn = guided_model(model, num_samples, label, float(guidance))
-    was_training = model.training
-    model.eval()
-    try:
-        with branch_caching(model, cache_interval):
-            return known_sample_loop(diffusion, model_fn, context, known, sampler, steps, eta, clip_denoised,
-                                     generator, progress=progress, given=mask)
-    finally:
-        model.train(was_training)
+    model_fn = guided_model(model, num_samples, label, float(guidance), guide, float(autoguidance_scale))
+    with eval_mode(model, guide), branch_caching(model, cache_interval):
+        return known_sample_loop(diffusion, model_fn, context, known, sampler, steps, eta, clip_denoised,
+                                 generator, progress=progress, given=mask)

@@ -12,7 +12,8 @@ with zeros, zero in samples, and forwarded to the network as ``mask=``.
   optional self-conditioning (float ``t`` in :math:`[0, 1]`).
 - :func:`permutation_coupling`: optimal-transport pairing of noise and data tokens of a
   set (``FlowMatching(coupling="permutation")``).
-- :func:`classifier_free_guidance`: wraps a model for guided sampling with either.
+- :func:`classifier_free_guidance`: wraps a model for guided sampling with either;
+  :func:`autoguidance` guides it with a weaker model of the same data instead.
 - :func:`known_training_loss` / :func:`known_sample_loop`: DDPM conditioned on known
   entries given clean (VDT's mask modelling: one network, any mask at sampling time).
 
@@ -31,7 +32,7 @@ Example:
 from .ddpm import GaussianDiffusion, PMeanVariance
 from .coupling import permutation_coupling
 from .flow_matching import FlowMatching
-from .guidance import classifier_free_guidance
+from .guidance import autoguidance, classifier_free_guidance
 from .known import known_sample_loop, known_training_loss, replace_known
 from .masking import apply_mask, broadcast_mask, masked_mean, validate_mask
 from .schedules import BETA_SCHEDULES, cosine_beta_schedule, get_beta_schedule, linear_beta_schedule
@@ -42,6 +43,7 @@ __all__ = [
     "FlowMatching",
     "permutation_coupling",
     "classifier_free_guidance",
+    "autoguidance",
     "known_sample_loop",
     "known_training_loss",
     "replace_known",

@@ -1,4 +1,5 @@
-r"""Classifier-free guidance as a model wrapper (Ho & Salimans, 2022).
+r"""Guidance as model wrappers: classifier-free guidance (Ho & Salimans, 2022) and
+autoguidance (Karras et al., 2024).
 
 The guided prediction extrapolates from the unconditional towards the conditional one,
 
@@ -9,6 +10,16 @@ The guided prediction extrapolates from the unconditional towards the conditiona
 so :math:`w = 1` is the plain conditional model, :math:`w = 0` the unconditional one,
 and :math:`w > 1` trades diversity for fidelity to :math:`c`. Because the combination is
 linear, it applies equally to :math:`\epsilon`, :math:`v`, :math:`x_0` and flow velocities.
+
+Autoguidance extrapolates instead from a weaker model of the same data, one trained for
+less time or with less capacity, towards the model itself, with the same condition:
+
+.. math::
+    \hat f_w(x, t) = \hat g(x, t \mid c) + w\,\big[\hat f(x, t \mid c) - \hat g(x, t \mid c)\big].
+
+Both models err where the data is hard to fit, the weak one more, so the difference points
+from their shared errors towards the data; unlike classifier-free guidance it needs no
+unconditional model and does not push samples towards a class's typical members.
 """
 from __future__ import annotations
 
@@ -19,7 +30,7 @@ from torch import Tensor
 
 from ._utils import ModelFn
 
-__all__ = ["classifier_free_guidance"]
+__all__ = ["autoguidance", "classifier_free_guidance"]
 
 
 def _check_batched(value: Tensor, batch_size: int, name: str) -> None:
@@ -98,5 +109,39 @@ def classifier_free_guidance(model_fn: ModelFn, scale: float, cond_kwargs: Mappi
         kwargs = _merge_kwargs(cond_kwargs, uncond_kwargs, other_kwargs, batch_size)
         out_cond, out_uncond = model_fn(torch.cat([x, x]), torch.cat([t, t]), **kwargs).chunk(2)
         return out_uncond + scale * (out_cond - out_uncond)
+
+    return guided
+
+
+def autoguidance(model_fn: ModelFn, guide_fn: ModelFn, scale: float) -> ModelFn:
+    r"""Wrap ``model_fn`` and a weaker ``guide_fn`` into an autoguided model ``f(x, t, **kwargs)``
+    (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself", NeurIPS 2024):
+    :math:`g + w (f - g)`.
+
+    Both networks get the same arguments, so they must predict the same quantity of the
+    same data space (e.g. a latent DiT at an earlier training step). With ``scale == 1``
+    only ``model_fn`` runs.
+
+    Args:
+        model_fn: the network ``model_fn(x, t, **kwargs)``.
+        guide_fn: the weaker network, called the same way.
+        scale: guidance weight :math:`w` (1: the model alone; 0: the guide alone).
+
+    Shapes:
+        - **x:** :math:`(B, \dots)`; **t:** :math:`(B,)`
+        - **output:** same as ``x``.
+
+    Example:
+        >>> import torch
+        >>> guided = autoguidance(lambda x, t: x + 1, lambda x, t: x, 2.0)
+        >>> guided(torch.zeros(1, 3), torch.zeros(1)).tolist()
+        [[2.0, 2.0, 2.0]]
+    """
+    def guided(x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
+        out = model_fn(x, t, **kwargs)
+        if scale == 1:
+            return out
+        weak = guide_fn(x, t, **kwargs)
+        return weak + scale * (out - weak)
 
     return guided

@@ -1,0 +1,132 @@
+"""Autoguidance for ADiT generators: a weaker latent DiT of the same latents stored with the
+model (set_guide, `dit3d export --guide`), the `autoguidance` sampling option, and the checks
+that refuse a guide of other latents."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from dit3d.api import MoleculeGenerator
+from dit3d.data import QM9DataModule
+from dit3d.models import ADiTAutoencoderModule, ADiTLatentModule
+from dit3d.models.adit_sampling import sample_latents
+
+SIZES = dict(hidden_size=32, depth=1, num_heads=4, latent_dim=4)
+LATENT = dict(preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, warmup_steps=1, stats_batches=2, max_atoms=32)
+
+
+def fit(module, data, root, steps: int) -> None:
+    trainer = Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=root, limit_val_batches=0, callbacks=[])
+    trainer.fit(module, datamodule=data)
+    trainer.save_checkpoint(root / f"{module.__class__.__name__}_{steps}.ckpt")
+
+
+@pytest.fixture(scope="module")
+def runs(qm9_root, tmp_path_factory):
+    """A toy autoencoder; latent DiTs on its latents after 2 (the guide) and 6 steps; and a
+    latent DiT of another autoencoder."""
+    tmp = tmp_path_factory.mktemp("autoguidance")
+    data = QM9DataModule(batch_size=32, train_subset=128, val_subset=32)
+    torch.manual_seed(0)
+    fit(ADiTAutoencoderModule(**SIZES, lr=3e-3, warmup_steps=1), data, tmp, 4)
+    ae = tmp / "ADiTAutoencoderModule_4.ckpt"
+    for steps in (2, 6):
+        torch.manual_seed(1)
+        fit(ADiTLatentModule(str(ae), lr=3e-3, **LATENT), data, tmp, steps)
+    other = tmp / "other"
+    other.mkdir()
+    torch.manual_seed(2)
+    fit(ADiTAutoencoderModule(**SIZES, lr=3e-3, warmup_steps=1), data, other, 1)
+    fit(ADiTLatentModule(str(other / "ADiTAutoencoderModule_1.ckpt"), **LATENT), data, other, 1)
+    return {"tmp": tmp, "weak": tmp / "ADiTLatentModule_2.ckpt", "strong": tmp / "ADiTLatentModule_6.ckpt",
+            "other": other / "ADiTLatentModule_1.ckpt"}
+
+
+def generator(path) -> MoleculeGenerator:
+    from dit3d.models.adit_latent import load_latent_checkpoint
+
+    return MoleculeGenerator.from_lightning(load_latent_checkpoint(path), {"steps": 3})
+
+
+def test_sampling_extrapolates_from_the_guide_with_the_same_inputs(runs):
+    gen, weak = generator(runs["strong"]), generator(runs["weak"])
+    gen.set_guide(weak)
+    counts = torch.tensor([5, 7])
+    kw = dict(kind=0, steps=3, solver="heun")
+    z, mask = sample_latents(gen.dit, gen.flow, counts, gen.latent_mean, gen.latent_std, **kw,
+                             generator=torch.Generator().manual_seed(0), guide=gen.guide, autoguidance_scale=2.5)
+    y = torch.zeros(2, dtype=torch.long)
+    combined = lambda x, t, **k: (weak.dit(x, t, y=y, **k)  # noqa: E731
+                                  + 2.5 * (gen.dit(x, t, y=y, **k) - weak.dit(x, t, y=y, **k)))
+    expected = gen.flow.sample(combined, (2, 7, gen.dit.in_dim), steps=3, solver="heun", mask=mask,
+                               generator=torch.Generator().manual_seed(0), progress=False)
+    torch.testing.assert_close(z, (expected * gen.latent_std + gen.latent_mean) * mask[..., None])
+    # scale 1 is the model alone: the same samples as without a guide
+    plain = generator(runs["strong"]).sample_arrays(3, seed=0)
+    same = gen.sample_arrays(3, seed=0, autoguidance=1.0)
+    guided = gen.sample_arrays(3, seed=0, autoguidance=2.5)
+    assert all((a == b).all() and (p == q).all() for (a, p), (b, q) in zip(plain, same))
+    assert any(not torch.allclose(torch.from_numpy(p), torch.from_numpy(q)) for (_, p), (_, q) in zip(plain, guided))
+
+
+def test_the_guide_is_saved_with_the_model(runs, tmp_path):
+    gen = generator(runs["strong"]).set_guide(generator(runs["weak"])).set_sampling_defaults(autoguidance=2.0)
+    gen.save_pretrained(tmp_path / "g")
+    config = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert config["guide"] == gen.guide.config and config["sampling"]["autoguidance"] == 2.0
+    again = MoleculeGenerator.from_pretrained(tmp_path / "g")
+    assert all(torch.equal(v, again.guide.state_dict()[k]) for k, v in gen.guide.state_dict().items())
+    for (a, p), (b, q) in zip(gen.sample_arrays(3, seed=1), again.sample_arrays(3, seed=1)):
+        assert (a == b).all() and torch.allclose(torch.from_numpy(p), torch.from_numpy(q))
+
+
+def test_bad_guides_and_options_are_refused(runs):
+    gen = generator(runs["strong"])
+    with pytest.raises(ValueError, match="autoguidance needs a guide network, and this model has none"):
+        gen.sample_arrays(2, seed=0, autoguidance=2.0)
+    with pytest.raises(ValueError, match="another autoencoder's latents"):
+        gen.set_guide(generator(runs["other"]))
+    wide = generator(runs["other"]).dit
+    wide.config = {**wide.config, "in_dim": 8}
+    with pytest.raises(ValueError, match="differ in in_dim 8 vs 4"):
+        gen.set_guide(wide)
+    gen.set_guide(generator(runs["weak"]))
+    with pytest.raises(ValueError, match="not both"):
+        gen.sample_arrays(2, seed=0, autoguidance=2.0, guidance=1.5)
+    with pytest.raises(ValueError, match="autoguidance must be a finite float"):
+        gen.set_sampling_defaults(autoguidance=float("nan"))
+    gen.set_sampling_defaults(autoguidance=2.0)
+    with pytest.raises(ValueError, match="set it to 1 first"):
+        gen.set_guide(None)
+    assert gen.set_sampling_defaults(autoguidance=1.0).set_guide(None).guide is None
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "dit3d.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_export_and_sample_with_a_guide_from_the_command_line(runs, tmp_path):
+    out = tmp_path / "guided"
+    proc = run_cli("export", "molecules", runs["strong"], "-o", out, "--steps", "3", "--guide", runs["weak"],
+                   "--autoguidance", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["sampling"]["autoguidance"] == 2.0 and config["provenance"]["guide"] == str(runs["weak"])
+    proc = run_cli("sample", "molecules", "--checkpoint", out, "-n", "3", "--seed", "0", "--autoguidance", "1.5",
+                   "-o", tmp_path / "m.xyz")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "m.xyz").read_text().count("\n") > 3
+    # a re-export of the folder keeps its guide
+    proc = run_cli("export", "molecules", out, "-o", tmp_path / "again")
+    assert proc.returncode == 0 and "guide" in json.loads((tmp_path / "again" / "config.json").read_text())
+    for args, message in (((), "--autoguidance: autoguidance needs a guide network"),
+                          (("--guide", runs["other"]), "--guide")):
+        bad = tmp_path / "bad"
+        proc = run_cli("export", "molecules", runs["strong"], "-o", bad, "--autoguidance", "2", *args)
+        assert proc.returncode != 0 and message in proc.stderr and not bad.exists(), proc.stderr[-2000:]
