@@ -59,7 +59,7 @@ def test_export_and_round_trip_give_identical_samples(trained):
     config = json.loads((trained["gen_dir"] / "config.json").read_text())
     assert config["kind"] == "dit3d-pointclouds" and config["categories"] == ["chair"]
     assert config["sampling"] == {"sampler": "ddim", "steps": STEPS, "guidance": 1.0, "eta": 1.0, "batch_size": 64,
-                                  "cache_interval": 1}
+                                  "cache_interval": 1, "autoguidance": 1.0}  # no guide: off
     assert config["normalization"]["mean"] == stats["mean"] and config["normalization"]["std"] == stats["std"]
     assert config["diffusion"]["num_timesteps"] == 50 and config["dit3d"]["resolution"] == 8
     assert config["provenance"] == {"checkpoint": str(trained["ckpt"]), "who": "test"}

@@ -8,7 +8,9 @@
 - ``*_grouped``: the same on the median batch of size-grouped batching (what the CPU
   configs train on), with the padding fractions of both batches.
 - ``sample_100_s``: sample and decode 100 molecules (``sample_arrays``) with the shipped
-  checkpoint's default settings; ``sample_100_mols_s`` adds RDKit bond perception.
+  checkpoint's default settings; ``sample_100_mols_s`` adds RDKit bond perception;
+  ``sample_100_unguided_s`` (checkpoints that sample with autoguidance): the same with
+  ``autoguidance=1``, the guide's network calls left out.
 - ``sample_100_int8_s`` and ``int8``: the same sampling time and quality with the latent
   DiT's attention and MLP layers in int8 (:meth:`~dit3d.api.MoleculeGenerator.quantize_int8`).
 - quality of the shipped checkpoint on ``num_samples`` molecules (seed 0) under both
@@ -119,6 +121,10 @@ def run(quick: bool = False, checkpoint: str = "adit-qm9-cpu") -> dict[str, Any]
     start = time.perf_counter()
     gen.sample_arrays(100, seed=1)
     result["sample_100_s"] = round(time.perf_counter() - start, 2)
+    if gen.sampling.get("autoguidance", 1.0) != 1:  # the same without the guide's calls, side by side
+        start = time.perf_counter()
+        gen.sample_arrays(100, seed=1, autoguidance=1.0)
+        result["sample_100_unguided_s"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
     gen.sample(100, seed=1)
     result["sample_100_mols_s"] = round(time.perf_counter() - start, 2)
