@@ -151,6 +151,7 @@ def test_evaluate_draws_per_class_samples(model_dir, capsys):
     ([], "either a samples .npy or --per-class"),
     (["{tmp}/s.npy", "--per-class", "2"], "either a samples .npy or --per-class"),
     (["{tmp}/s.npy", "--guidance", "2"], "--guidance applies to --per-class sampling only"),
+    (["{tmp}/s.npy", "--autoguidance", "2"], "--autoguidance applies to --per-class sampling only"),
     (["{tmp}/s.npy"], "no labels; pass --labels"),
     (["{tmp}/missing.npy"], "samples file does not exist"),
     (["{tmp}/s.npy", "--labels", "{tmp}/short.npy"], r"labels must be \(4,\) integers"),

@@ -185,8 +185,8 @@ def _check_evaluate_args(args: argparse.Namespace) -> Path | None:
     """Fail before any work on flags that contradict each other; the JSON path (or ``None``)."""
     if (args.samples is None) == (args.per_class is None):
         raise SystemExit("give either a samples .npy or --per-class K (to sample from --checkpoint), not both")
-    sampling_flags = [k for k in ("checkpoint", "sampler", "steps", "guidance", "eta", "batch_size")
-                      if getattr(args, k) is not None]
+    sampling_flags = [k for k in ("checkpoint", "sampler", "steps", "guidance", "eta", "batch_size",
+                                  "cache_interval", "autoguidance") if getattr(args, k, None) is not None]
     if args.samples is not None and sampling_flags:
         raise SystemExit(f"--{sampling_flags[0].replace('_', '-')} applies to --per-class sampling only; the file's "
                          "own sampling record is read from <stem>_sampling.json")
