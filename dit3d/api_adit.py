@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dit3d.checks import check_guide_unused, finite_float, positive_int
+from dit3d.checks import check_autoguidance, check_guide_unused, finite_float, positive_int
 from dit3d.models.adit_sampling import adit_label, composition_atom_types, sample_latents
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
@@ -355,15 +355,10 @@ class ADiTGenerator:
             opts[key] = positive_int(opts[key], key)
         opts["temperature"] = finite_float(opts["temperature"], "temperature", positive=True)
         opts["guidance"] = finite_float(opts["guidance"], "guidance")
-        opts["autoguidance"] = finite_float(opts["autoguidance"], "autoguidance")
-        if opts["autoguidance"] != 1:
-            if self.guide is None:
-                raise ValueError("autoguidance needs a guide network, and this model has none: export it with "
-                                 "`dit3d export ... --guide EARLIER_CHECKPOINT` or call set_guide(); else leave "
-                                 "autoguidance at 1")
-            if opts["guidance"] != 1:
-                raise ValueError(f"choose classifier-free guidance or autoguidance, not both: got guidance "
-                                 f"{opts['guidance']} and autoguidance {opts['autoguidance']}; set one to 1")
+        opts["autoguidance"] = check_autoguidance(opts["autoguidance"], self.guide is not None)
+        if opts["autoguidance"] != 1 and opts["guidance"] != 1:  # fail on stored defaults, not only at sampling
+            raise ValueError(f"choose classifier-free guidance or autoguidance, not both: got guidance "
+                             f"{opts['guidance']} and autoguidance {opts['autoguidance']}; set one to 1")
         check_option("solver", opts["solver"], SOLVERS)
         return opts
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from dit3d.checks import check_guide_unused, finite_float, positive_int
+from dit3d.checks import check_autoguidance, check_guide_unused, finite_float, positive_int
 from dit3d.models.checkpoint import load_lightning_checkpoint
 from dit3d.models.ddpm_generation import SAMPLERS
 from dit3d.objectives import GaussianDiffusion
@@ -227,13 +227,9 @@ class DDPMGenerator:
         opts["batch_size"] = positive_int(opts["batch_size"], "batch_size")
         if "cache_interval" in opts:
             opts["cache_interval"] = positive_int(opts["cache_interval"], "cache_interval")
-        for key in ("guidance", "eta", "autoguidance"):
-            if key in opts:
-                opts[key] = finite_float(opts[key], key)  # plain floats: numpy scalars would not serialise
-        if opts.get("autoguidance", 1.0) != 1 and getattr(self, "guide", None) is None:
-            raise ValueError("autoguidance needs a guide network, and this model has none: export it with "
-                             "`dit3d export ... --guide EARLIER_CHECKPOINT` or call set_guide(); else leave "
-                             "autoguidance at 1")
+        for key in ("guidance", "eta"):
+            opts[key] = finite_float(opts[key], key)  # plain floats: numpy scalars would not serialise
+        opts["autoguidance"] = check_autoguidance(opts["autoguidance"], self.guide is not None)
         return opts  # autoguidance with classifier-free guidance is refused when sampling (guided_model)
 
     def set_sampling_defaults(self: _G, **options: Any) -> _G:
@@ -244,7 +240,7 @@ class DDPMGenerator:
 
     def _guide_options(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         """The sampling functions' autoguidance arguments for checked options ``opts``."""
-        return {"guide": self.guide, "autoguidance_scale": float(opts.get("autoguidance", 1.0))}
+        return {"guide": self.guide, "autoguidance_scale": opts["autoguidance"]}
 
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_guide_unused", "finite_float", "positive_int"]
+__all__ = ["check_autoguidance", "check_autoguided_call", "check_guide_unused", "finite_float", "positive_int"]
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -49,3 +49,22 @@ def check_guide_unused(sampling: Mapping[str, Any]) -> None:
     if sampling.get("autoguidance", 1.0) != 1:
         raise ValueError(f"the stored autoguidance default ({sampling['autoguidance']}) needs the guide; "
                          "set it to 1 first (set_sampling_defaults(autoguidance=1))")
+
+
+def check_autoguidance(scale: Any, has_guide: bool) -> float:
+    """The ``autoguidance`` sampling option of a generator as a float; ValueError when it is
+    not 1 and the generator holds no guide network."""
+    scale = finite_float(scale, "autoguidance")
+    if scale != 1 and not has_guide:
+        raise ValueError("autoguidance needs a guide network, and this model has none: export it with "
+                         "`dit3d export ... --guide EARLIER_CHECKPOINT` or call set_guide(); else leave "
+                         "autoguidance at 1")
+    return scale
+
+
+def check_autoguided_call(scale: float, has_guide: bool, guidance: float) -> None:
+    """For a sampling function: ValueError when autoguidance (``scale`` not 1) lacks its guide
+    network or comes with classifier-free guidance (``guidance`` not 1)."""
+    if scale != 1 and (not has_guide or guidance != 1):
+        raise ValueError("autoguidance needs a guide network and no classifier-free guidance (guidance=1); "
+                         f"got guide={'a network' if has_guide else None}, guidance={guidance}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dit3d.nn import DiT
+from dit3d.checks import check_autoguided_call
+from dit3d.nn import DiT, eval_mode
 from dit3d.objectives import FlowMatching, autoguidance, classifier_free_guidance
 from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MOLECULE, AtomAutoencoder
 
@@ -75,23 +76,14 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
                              f"{tuple(atom_types.shape)}")
         tokens = {"token_labels": atom_types.to(device).long() * mask}
     model = classifier_free_guidance(dit, guidance, {"y": y, **tokens}, {"y": null, **tokens})
+    check_autoguided_call(autoguidance_scale, guide is not None, guidance)
     if autoguidance_scale != 1:
-        if guide is None or guidance != 1:
-            raise ValueError("autoguidance needs a guide network and no classifier-free guidance (guidance=1); "
-                             f"got guide={'a DiT' if guide is not None else None}, guidance={guidance}")
         guide_fn = lambda x, t, **kw: guide(x, t, y=y, **tokens, **kw)  # noqa: E731
         model = autoguidance(model, guide_fn, autoguidance_scale)
-    nets = [net for net in (dit, guide) if net is not None]
-    was_training = [net.training for net in nets]
-    for net in nets:
-        net.eval()
-    try:
+    with eval_mode(dit, guide):
         shape = None if x0 is not None else (B, N, dit.in_dim)
         z = flow.sample(model, shape, x0=None if x0 is None else x0.to(device), steps=steps, solver=solver, mask=mask,
                         generator=generator, progress=False, t_start=t_start, temperature=temperature)  # (B, N, L)
-    finally:
-        for net, mode in zip(nets, was_training):
-            net.train(mode)
     return (z * latent_std.to(device) + latent_mean.to(device)) * mask[..., None], mask
 
 

@@ -3,13 +3,13 @@ DiT): DDIM on a few steps (default) or ancestral DDPM through all of them, with
 classifier-free guidance, in eval mode."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from dit3d.nn import branch_caching
+from dit3d.checks import check_autoguided_call
+from dit3d.nn import branch_caching, eval_mode
 from dit3d.objectives import GaussianDiffusion, autoguidance, classifier_free_guidance
 
 SAMPLERS = ("ddpm", "ddim")
@@ -58,10 +58,8 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
             label, labels of the wrong shape or out of range, autoguidance without a guide
             or together with classifier-free guidance.
     """
+    check_autoguided_call(autoguidance_scale, guide is not None, guidance)
     if autoguidance_scale != 1:
-        if guide is None or guidance != 1:
-            raise ValueError("autoguidance needs a guide network and no classifier-free guidance (guidance=1); "
-                             f"got guide={'a network' if guide is not None else None}, guidance={guidance}")
         return autoguidance(guided_model(model, num_samples, label), guided_model(guide, num_samples, label),
                             autoguidance_scale)
     null = model.null_class
@@ -126,15 +124,3 @@ def sample_conditional(model: nn.Module, diffusion: GaussianDiffusion, shape: Se
                                           generator=generator, progress=progress, clip_denoised=clip_denoised,
                                           device=device)
 
-
-@contextmanager
-def eval_mode(*nets: nn.Module | None) -> Iterator[None]:
-    """Put the given networks (``None`` skipped) in eval mode, restoring each one's mode after."""
-    modes = [(net, net.training) for net in nets if net is not None]
-    for net, _ in modes:
-        net.eval()
-    try:
-        yield
-    finally:
-        for net, mode in modes:
-            net.train(mode)

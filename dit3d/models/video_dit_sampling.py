@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dit3d.models.ddpm_generation import eval_mode, guided_model
+from dit3d.models.ddpm_generation import guided_model
 from dit3d.models.video_dit import VideoDiT
-from dit3d.nn import branch_caching
+from dit3d.nn import branch_caching, eval_mode
 from dit3d.objectives import GaussianDiffusion, known_sample_loop
 
 
