@@ -101,6 +101,9 @@ def test_export_image_with_a_guide_checkpoint(tiny_ddpm_module, tmp_path):
     main(["sample", "image", "--checkpoint", str(out), "-n", "2", "--autoguidance", "1.5", "-o",
           str(tmp_path / "s.npy")])
     assert (tmp_path / "s.npy").is_file()
+    with pytest.raises(SystemExit, match="--guide .*missing.ckpt: no such checkpoint"):
+        main(["export", "image", str(paths["strong"]), "-o", str(tmp_path / "bad"), "--guide",
+              str(tmp_path / "missing.ckpt")])
     with pytest.raises(SystemExit, match="--autoguidance: autoguidance needs a guide network"):
         main(["export", "image", str(paths["strong"]), "-o", str(tmp_path / "bad"), "--autoguidance", "2"])
     assert not (tmp_path / "bad").exists()

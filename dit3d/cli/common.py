@@ -138,6 +138,8 @@ def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: 
     if args.guide is not None:
         try:
             gen.set_guide(load(args.guide))
+        except FileNotFoundError as e:  # name the option, as for a guide that does not fit
+            raise FileNotFoundError(f"--guide {e}") from None
         except ValueError as e:
             raise ValueError(f"--guide {args.guide}: {e}") from None
         provenance["guide"] = str(args.guide)
