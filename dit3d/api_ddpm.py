@@ -40,7 +40,7 @@ class DDPMGenerator:
     """Base of the samplers of DDPM-trained, class-conditional noise predictors: DDIM or
     ancestral DDPM, classifier-free guidance, seeded noise drawn on the CPU.
 
-    Subclasses set the class attributes below, call ``super().__init__(net, diffusion)``,
+    Subclasses set the class attributes below, call ``super().__init__(net, diffusion, guide)``,
     then set :attr:`sampling` with :meth:`_checked_defaults`, and implement
     :meth:`_config_fields` and :meth:`_from_config` (the domain part of ``config.json``).
 
@@ -48,6 +48,7 @@ class DDPMGenerator:
         net: the noise predictor (the EMA copy of a trained module), with a ``config`` dict
             of its constructor arguments (``num_classes`` among them; 0: unconditional).
         diffusion: :class:`~dit3d.objectives.GaussianDiffusion` arguments it was trained with.
+        guide: a weaker network (or generator) for autoguidance, as :meth:`set_guide` takes it.
 
     Attributes:
         net: the network.
@@ -71,12 +72,13 @@ class DDPMGenerator:
 
     sampling: dict[str, Any]
 
-    def __init__(self, net: nn.Module, diffusion: Mapping[str, Any]) -> None:
+    def __init__(self, net: nn.Module, diffusion: Mapping[str, Any],
+                 guide: nn.Module | DDPMGenerator | None = None) -> None:
         self.net = net
         self.diffusion_config = dict(diffusion)
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
         self.num_classes = int(net.config.get("num_classes", 0))
-        self.guide: nn.Module | None = None
+        self.guide: nn.Module | None = None if guide is None else self._checked_guide(guide)
 
     def to(self: _G, device: str | torch.device) -> _G:
         """Move the networks to ``device``, e.g. ``"cuda"`` (seeded noise is still drawn on the CPU)."""
@@ -98,8 +100,12 @@ class DDPMGenerator:
         """
         if guide is None:
             check_guide_unused(self.sampling)
-            self.guide = None
-            return self
+        self.guide = None if guide is None else self._checked_guide(guide)
+        return self
+
+    def _checked_guide(self, guide: nn.Module | DDPMGenerator) -> nn.Module:
+        """A frozen eval-mode copy of ``guide``'s network on the model's device, after checking
+        that it is built like the model and shares its diffusion schedule."""
         if isinstance(guide, DDPMGenerator):
             if guide.diffusion_config != self.diffusion_config:
                 raise ValueError(f"the guide was trained with another diffusion schedule ({guide.diffusion_config} "
@@ -110,8 +116,7 @@ class DDPMGenerator:
                              f"an earlier step); got a {type(guide).__name__} with config "
                              f"{getattr(guide, 'config', None)}")
         device = next(self.net.parameters()).device
-        self.guide = copy.deepcopy(guide).to(device).eval().requires_grad_(False)
-        return self
+        return copy.deepcopy(guide).to(device).eval().requires_grad_(False)
 
     def quantize_int8(self: _G) -> _G:
         """Run the trunk's attention and MLP layers in int8 from now on (:mod:`dit3d.nn.quantize`;
@@ -147,8 +152,9 @@ class DDPMGenerator:
         raise NotImplementedError
 
     @classmethod
-    def _from_config(cls: type[_G], net: nn.Module, config: dict[str, Any]) -> _G:
-        """A generator from a loaded network (eval mode) and the whole ``config.json``."""
+    def _from_config(cls: type[_G], net: nn.Module, config: dict[str, Any], guide: nn.Module | None) -> _G:
+        """A generator from a loaded network (eval mode), the whole ``config.json`` and the
+        stored autoguidance guide (``None`` when the folder has none)."""
         raise NotImplementedError
 
     @classmethod
@@ -174,10 +180,7 @@ class DDPMGenerator:
             guide = cls.NET_CLASS(**config[cls.NET_KEY])
             load_state_strict(guide, {k[6:]: v for k, v in weights.items() if k.startswith("guide.")}, str(directory))
         try:
-            sampling = config["sampling"]
-            config = {**config, "sampling": {k: v for k, v in sampling.items() if k != "autoguidance"}}
-            gen = cls._from_config(net.eval(), config)
-            return gen if guide is None else gen.set_guide(guide).set_sampling_defaults(**sampling)
+            return cls._from_config(net.eval(), config, guide)
         except (TypeError, ValueError, KeyError) as e:
             raise PretrainedError(f"{directory}: bad config ({type(e).__name__}: {e}); re-export the model") from None
 

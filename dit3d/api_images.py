@@ -90,6 +90,7 @@ class ImageGenerator(DDPMGenerator):
         class_names: names in label order (default ``"0"``, ``"1"``, ...).
         sampling: defaults for ``sampler``, ``steps``, ``guidance``, ``eta``, ``batch_size``
             (over :data:`DEFAULT_SAMPLING`).
+        guide: a weaker network for autoguidance (:meth:`~dit3d.api_ddpm.DDPMGenerator.set_guide`), or None.
 
     Example:
         >>> gen = ImageGenerator.from_lightning(load_image_dit_checkpoint("last.ckpt"))  # doctest: +SKIP
@@ -102,8 +103,8 @@ class ImageGenerator(DDPMGenerator):
     CONFIG_KEYS = ("class_names",)
 
     def __init__(self, net: ImageDiT, diffusion: Mapping[str, Any], class_names: Sequence[str] | None = None,
-                 sampling: Mapping[str, Any] | None = None) -> None:
-        super().__init__(net, diffusion)
+                 sampling: Mapping[str, Any] | None = None, guide: ImageDiT | DDPMGenerator | None = None) -> None:
+        super().__init__(net, diffusion, guide)
         names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
             raise ValueError(f"{len(names)} class names for a network with {self.num_classes} classes; "
@@ -125,9 +126,9 @@ class ImageGenerator(DDPMGenerator):
         return {"class_names": self.class_names}
 
     @classmethod
-    def _from_config(cls, net: ImageDiT, config: dict[str, Any]) -> ImageGenerator:
-        """Rebuild from a pretrained folder's network and ``config.json``."""
-        return cls(net, config["diffusion"], config["class_names"], config["sampling"])
+    def _from_config(cls, net: ImageDiT, config: dict[str, Any], guide: ImageDiT | None) -> ImageGenerator:
+        """Rebuild from a pretrained folder's network, ``config.json`` and guide."""
+        return cls(net, config["diffusion"], config["class_names"], config["sampling"], guide)
 
     def label_of(self, label: str | int) -> int:
         """Label index of a class name or index."""

@@ -98,6 +98,7 @@ class ShapeGenerator(DDPMGenerator):
         normalization: the data module's :attr:`~dit3d.data.PointCloudDataModule.stats`, or None.
         categories: names in label order (default: ``normalization["categories"]``).
         sampling: defaults for :data:`SAMPLING_OPTIONS` (over :data:`DEFAULT_SAMPLING`).
+        guide: a weaker network for autoguidance (:meth:`~dit3d.api_ddpm.DDPMGenerator.set_guide`), or None.
 
     Example:
         >>> gen = ShapeGenerator.from_pretrained("dit3d-chair-cpu")  # doctest: +SKIP
@@ -110,8 +111,9 @@ class ShapeGenerator(DDPMGenerator):
     CONFIG_KEYS = ("normalization",)  # "categories" may be absent: then the normalisation's are used
 
     def __init__(self, net: DiT3D, diffusion: Mapping[str, Any], normalization: Mapping[str, Any] | None = None,
-                 categories: list[str] | None = None, sampling: Mapping[str, Any] | None = None) -> None:
-        super().__init__(net, diffusion)
+                 categories: list[str] | None = None, sampling: Mapping[str, Any] | None = None,
+                 guide: DiT3D | DDPMGenerator | None = None) -> None:
+        super().__init__(net, diffusion, guide)
         self.normalization = _check_normalization(normalization)
         names = categories if categories is not None else self.normalization.get("categories")
         self.categories = [str(c) for c in names] if names is not None else None
@@ -138,9 +140,10 @@ class ShapeGenerator(DDPMGenerator):
         return {"normalization": self.normalization, "categories": self.categories}
 
     @classmethod
-    def _from_config(cls, net: DiT3D, config: dict[str, Any]) -> ShapeGenerator:
-        """Rebuild from a pretrained folder's network and ``config.json``."""
-        return cls(net, config["diffusion"], config["normalization"], config.get("categories"), config["sampling"])
+    def _from_config(cls, net: DiT3D, config: dict[str, Any], guide: DiT3D | None) -> ShapeGenerator:
+        """Rebuild from a pretrained folder's network, ``config.json`` and guide."""
+        return cls(net, config["diffusion"], config["normalization"], config.get("categories"), config["sampling"],
+                   guide)
 
     # -------------------------------------------------------------- sampling
     def label_of(self, category: str | int | None) -> int:

@@ -164,6 +164,7 @@ class VideoGenerator(DDPMGenerator):
         sampling: defaults for ``sampler``, ``steps``, ``guidance``, ``eta``, ``batch_size``
             (over :data:`DEFAULT_SAMPLING`); the stored ``guidance`` applies when a digit is
             asked for and must stay 1 for an unconditional network.
+        guide: a weaker network for autoguidance (:meth:`~dit3d.api_ddpm.DDPMGenerator.set_guide`), or None.
 
     Example:
         >>> gen = VideoGenerator.from_lightning(load_video_dit_checkpoint("last.ckpt"))  # doctest: +SKIP
@@ -178,8 +179,8 @@ class VideoGenerator(DDPMGenerator):
     NET_KEY, NET_CLASS, NET_NAME = "video_dit", VideoDiT, "video DiT"
 
     def __init__(self, net: VideoDiT, diffusion: Mapping[str, Any], data: Mapping[str, Any] | None = None,
-                 sampling: Mapping[str, Any] | None = None) -> None:
-        super().__init__(net, diffusion)
+                 sampling: Mapping[str, Any] | None = None, guide: VideoDiT | DDPMGenerator | None = None) -> None:
+        super().__init__(net, diffusion, guide)
         if data is not None:
             unknown = set(data) - set(DATA_KEYS)
             if unknown:
@@ -201,8 +202,8 @@ class VideoGenerator(DDPMGenerator):
         return {"data": self.data}
 
     @classmethod
-    def _from_config(cls, net: VideoDiT, config: dict[str, Any]) -> VideoGenerator:
-        return cls(net, config["diffusion"], config.get("data"), config["sampling"])
+    def _from_config(cls, net: VideoDiT, config: dict[str, Any], guide: VideoDiT | None) -> VideoGenerator:
+        return cls(net, config["diffusion"], config.get("data"), config["sampling"], guide)
 
     @staticmethod
     def effective_guidance(guidance: float, has_digit: bool, explicit: bool) -> float:

@@ -57,6 +57,17 @@ def test_generator_samples_with_its_guide_and_saves_it(tiny_ddpm_module, tmp_pat
         again.set_guide(None)
 
 
+def test_constructor_takes_the_guide_with_a_guided_default(tiny_ddpm_module):
+    gen, weak = image_generator(tiny_ddpm_module, 0), image_generator(tiny_ddpm_module, 1)
+    sampling = {**gen.sampling, "autoguidance": 2.0}
+    built = ImageGenerator(gen.net, gen.diffusion_config, gen.class_names, sampling, guide=weak)
+    assert built.guide is not weak.net and built.sampling["autoguidance"] == 2.0
+    assert torch.equal(built.sample(3, label=2, seed=0), gen.set_guide(weak).sample(3, label=2, seed=0,
+                                                                                     autoguidance=2.0))
+    with pytest.raises(ValueError, match="autoguidance needs a guide network"):
+        ImageGenerator(gen.net, gen.diffusion_config, gen.class_names, sampling)
+
+
 def test_bad_guides_are_refused(tiny_ddpm_module):
     gen = image_generator(tiny_ddpm_module, 0)
     with pytest.raises(ValueError, match="must be a ImageDiT built like the model"):
