@@ -50,7 +50,8 @@ class MoleculeGenerator(ADiTGenerator):
         touching torch's global random state. ``progress`` shows a bar counting molecules.
         Options override the stored defaults: ``steps``, ``solver``, ``guidance``,
         ``batch_size``, ``temperature`` (scale of the initial noise; below 1 trades diversity
-        for validity).
+        for validity), ``autoguidance`` (scale; needs a guide, :meth:`set_guide`) and
+        ``autoguidance_interval`` (``[lo, hi]`` flow times at which the guide runs).
         """
         batches = self._latent_batches(n, seed, options, progress=progress)  # checks the arguments
         results: list[Any] = [None] * n

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dit3d.checks import check_autoguidance, check_guide_unused, finite_float, positive_int
+from dit3d.checks import check_autoguidance, check_guide_unused, check_time_interval, finite_float, positive_int
 from dit3d.models.adit_sampling import adit_label, composition_atom_types, sample_latents
 from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
@@ -32,12 +32,13 @@ if TYPE_CHECKING:  # only a type here
 
 __all__ = ["ADiTGenerator", "DEFAULT_SAMPLING", "FOLDER_KINDS", "SAMPLING_OPTIONS"]
 
-SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size", "temperature", "autoguidance")
+SAMPLING_OPTIONS = ("steps", "solver", "guidance", "batch_size", "temperature", "autoguidance",
+                    "autoguidance_interval")
 #: Heun on 25 steps (49 network calls): on 300 molecules of the 11,250-step adit-qm9-cpu it scored
 #: ADiT validity 0.267 against 0.253 for Euler on 100 and 0.270 for Heun on 50
 #: (``data/adit_qm9_cpu/README.md``); every shipped ADiT folder samples with it
 DEFAULT_SAMPLING: dict[str, Any] = {"steps": 25, "solver": "heun", "guidance": 1.0, "batch_size": 256,
-                                    "temperature": 1.0, "autoguidance": 1.0}
+                                    "temperature": 1.0, "autoguidance": 1.0, "autoguidance_interval": [0.0, 1.0]}
 #: DiT settings a guide network must share with the model: it is called with the same inputs
 GUIDE_MUST_MATCH = ("in_dim", "num_classes", "token_classes", "self_condition")
 
@@ -356,6 +357,7 @@ class ADiTGenerator:
         opts["temperature"] = finite_float(opts["temperature"], "temperature", positive=True)
         opts["guidance"] = finite_float(opts["guidance"], "guidance")
         opts["autoguidance"] = check_autoguidance(opts["autoguidance"], self.guide is not None)
+        opts["autoguidance_interval"] = check_time_interval(opts["autoguidance_interval"], "autoguidance_interval")
         if opts["autoguidance"] != 1 and opts["guidance"] != 1:  # fail on stored defaults, not only at sampling
             raise ValueError(f"choose classifier-free guidance or autoguidance, not both: got guidance "
                              f"{opts['guidance']} and autoguidance {opts['autoguidance']}; set one to 1")
@@ -405,6 +407,7 @@ class ADiTGenerator:
                 z, mask = sample_latents(self.dit, self.flow, counts[chunk], self.latent_mean, self.latent_std, label,
                                          opts["steps"], opts["solver"], opts["guidance"], g,
                                          temperature=opts["temperature"], atom_types=types, guide=self.guide,
-                                         autoguidance_scale=opts["autoguidance"])
+                                         autoguidance_scale=opts["autoguidance"],
+                                         autoguidance_interval=tuple(opts["autoguidance_interval"]))
                 bar.update(len(chunk))
                 yield chunk.tolist(), counts[chunk], z, mask

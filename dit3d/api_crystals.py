@@ -56,7 +56,8 @@ class CrystalGenerator(ADiTGenerator):
             progress: a progress bar counting crystals.
             **options: override the stored defaults: ``steps``, ``solver``, ``guidance``,
                 ``batch_size``, ``temperature`` (scale of the initial noise; below 1 trades
-                diversity for validity).
+                diversity for validity), ``autoguidance`` (scale; needs a guide) and
+                ``autoguidance_interval`` (``[lo, hi]`` flow times at which the guide runs).
 
         Shapes:
             each record: ``atomic_numbers (N,)``, ``frac_coords (N, 3)``, ``lengths (3,)``

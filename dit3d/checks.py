@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_autoguidance", "check_autoguided_call", "check_guide_unused", "finite_float", "positive_int"]
+__all__ = ["check_autoguidance", "check_autoguided_call", "check_time_interval", "check_guide_unused", "finite_float", "positive_int"]
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -60,6 +60,18 @@ def check_autoguidance(scale: Any, has_guide: bool) -> float:
                          "`dit3d export ... --guide EARLIER_CHECKPOINT` or call set_guide(); else leave "
                          "autoguidance at 1")
     return scale
+
+
+def check_time_interval(value: Any, name: str) -> list[float]:
+    """``value`` as ``[lo, hi]`` if it is two finite floats with ``0 <= lo <= hi <= 1``
+    (flow times, 0 noise and 1 data), else a ``ValueError`` naming it."""
+    try:
+        lo, hi = (finite_float(v, name) for v in value)
+    except (TypeError, ValueError):
+        lo = hi = -1.0
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"{name} must be two flow times [lo, hi] with 0 <= lo <= hi <= 1, got {value!r}")
+    return [lo, hi]
 
 
 def check_autoguided_call(scale: float, has_guide: bool, guidance: float) -> None:

@@ -107,6 +107,37 @@ def test_bad_guides_and_options_are_refused(runs):
     assert gen.set_sampling_defaults(autoguidance=1.0).set_guide(None).guide is None
 
 
+def test_the_guide_runs_only_in_the_autoguidance_interval(runs, tmp_path):
+    gen, weak = generator(runs["strong"]), generator(runs["weak"])
+    gen.set_guide(weak)
+    counts = torch.tensor([5, 7])
+    kw = dict(kind=0, steps=3, solver="euler")  # flow times 0, 1/3, 2/3
+    z, mask = sample_latents(gen.dit, gen.flow, counts, gen.latent_mean, gen.latent_std, **kw,
+                             generator=torch.Generator().manual_seed(0), guide=gen.guide, autoguidance_scale=2.5,
+                             autoguidance_interval=(0.5, 1.0))
+    y = torch.zeros(2, dtype=torch.long)
+    late = lambda x, t, **k: torch.where(  # noqa: E731
+        t[:, None, None] >= 0.5, weak.dit(x, t, y=y, **k) + 2.5 * (gen.dit(x, t, y=y, **k) - weak.dit(x, t, y=y, **k)),
+        gen.dit(x, t, y=y, **k))
+    expected = gen.flow.sample(late, (2, 7, gen.dit.in_dim), steps=3, solver="euler", mask=mask,
+                               generator=torch.Generator().manual_seed(0), progress=False)
+    torch.testing.assert_close(z, (expected * gen.latent_std + gen.latent_mean) * mask[..., None])
+    # the option: [0, 1] is guidance everywhere (older folders), an empty stretch of times the model alone
+    everywhere = gen.sample_arrays(3, seed=0, autoguidance=2.5)
+    assert all((a == b).all() and (p == q).all() for (a, p), (b, q) in
+               zip(everywhere, gen.sample_arrays(3, seed=0, autoguidance=2.5, autoguidance_interval=[0, 1])))
+    plain = gen.sample_arrays(3, seed=0, autoguidance=1.0)
+    # Heun (the default) also evaluates at t = 1; this stretch holds none of its times
+    nowhere = gen.sample_arrays(3, seed=0, autoguidance=2.5, autoguidance_interval=[0.99, 0.999])
+    assert all((a == b).all() and (p == q).all() for (a, p), (b, q) in zip(plain, nowhere))
+    gen.set_sampling_defaults(autoguidance=2.5, autoguidance_interval=(0.4, 1.0)).save_pretrained(tmp_path / "g")
+    again = MoleculeGenerator.from_pretrained(tmp_path / "g")
+    assert again.sampling["autoguidance_interval"] == [0.4, 1.0]
+    for bad in ([0.6, 0.2], [0.0, 1.5], [float("nan"), 1.0], [0.5], "late"):
+        with pytest.raises(ValueError, match="autoguidance_interval must be two flow times"):
+            gen.sample_arrays(2, seed=0, autoguidance_interval=bad)
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "dit3d.cli", *map(str, args)], capture_output=True, text=True)
 
@@ -118,13 +149,15 @@ def test_export_and_sample_with_a_guide_from_the_command_line(runs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["sampling"]["autoguidance"] == 2.0 and config["provenance"]["guide"] == str(runs["weak"])
+    assert config["sampling"]["autoguidance_interval"] == [0.0, 1.0]  # the default: guide everywhere
     proc = run_cli("sample", "molecules", "--checkpoint", out, "-n", "3", "--seed", "0", "--autoguidance", "1.5",
-                   "-o", tmp_path / "m.xyz")
+                   "--autoguidance-interval", "0.3", "1", "-o", tmp_path / "m.xyz")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "m.xyz").read_text().count("\n") > 3
     # a re-export of the folder keeps its guide
-    proc = run_cli("export", "molecules", out, "-o", tmp_path / "again")
-    assert proc.returncode == 0 and "guide" in json.loads((tmp_path / "again" / "config.json").read_text())
+    proc = run_cli("export", "molecules", out, "-o", tmp_path / "again", "--autoguidance-interval", "0.4", "1")
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert proc.returncode == 0 and "guide" in again and again["sampling"]["autoguidance_interval"] == [0.4, 1.0]
     for args, message in (((), "--autoguidance: autoguidance needs a guide network"),
                           (("--guide", runs["other"]), "--guide")):
         bad = tmp_path / "bad"

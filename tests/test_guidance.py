@@ -118,3 +118,32 @@ def test_autoguidance_in_a_flow_sampler_matches_the_combined_velocity():
     guided = flow.sample(autoguidance(strong, weak, 2.0), (2, 3), steps=8, generator=g(), progress=False)
     combined = flow.sample(lambda x, t, **kw: (0.4 + 2.0 * 0.6) - x, (2, 3), steps=8, generator=g(), progress=False)
     torch.testing.assert_close(guided, combined)
+
+
+def test_autoguidance_in_an_interval_guides_only_the_times_inside():
+    x, t = torch.randn(3, 4), torch.tensor([0.1, 0.5, 0.9])
+    model, guide = Recorder(), lambda x, t, y: torch.cos(x) * y.to(x.dtype)[:, None]
+    y = torch.tensor([1, 2, 3])
+    out = autoguidance(model, guide, 2.0, interval=(0.4, 0.6))(x, t, y=y)
+    full = autoguidance(Recorder(), guide, 2.0)(x, t, y=y)
+    plain = Recorder()(x, t, y=y)
+    torch.testing.assert_close(out[1], full[1])  # inside: guided
+    torch.testing.assert_close(out[[0, 2]], plain[[0, 2]])  # outside: the model alone
+    calls = []
+    counted = lambda x, t, **kw: calls.append(t) or x  # noqa: E731
+    autoguidance(Recorder(), counted, 2.0, interval=(0.4, 0.6))(x, torch.full((3,), 0.9), y=y)
+    assert calls == []  # every time outside: the guide is not called
+    with pytest.raises(ValueError, match="lo <= hi"):
+        autoguidance(Recorder(), counted, 2.0, interval=(0.7, 0.2))
+
+
+def test_autoguidance_interval_in_a_flow_sampler_switches_the_velocity_at_its_start():
+    strong = lambda x, t, **kw: torch.full_like(x, 1.0) - x  # noqa: E731
+    weak = lambda x, t, **kw: torch.full_like(x, 0.4) - x  # noqa: E731
+    flow = FlowMatching()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    guided = flow.sample(autoguidance(strong, weak, 2.0, interval=(0.5, 1.0)), (2, 3), steps=8, generator=g(),
+                         progress=False)
+    switched = lambda x, t, **kw: torch.where(t[:, None] >= 0.5, 1.6 - x, 1.0 - x)  # noqa: E731
+    combined = flow.sample(switched, (2, 3), steps=8, generator=g(), progress=False)
+    torch.testing.assert_close(guided, combined)

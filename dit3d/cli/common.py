@@ -77,12 +77,21 @@ def add_flow_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="scale of the initial noise (default: the checkpoint's); "
                                                      "below 1 trades diversity for validity")
     add_autoguidance_arg(p)
+    add_guidance_interval_arg(p)
     add_int8_arg(p)
+
+
+def add_guidance_interval_arg(p: argparse.ArgumentParser, default: str = "the checkpoint's") -> None:
+    """``--autoguidance-interval LO HI`` of the ADiT sample/evaluate/export commands."""
+    p.add_argument("--autoguidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="flow times (0 noise .. 1 data) at which the guide runs; the model alone elsewhere "
+                        f"(Kynkaanniemi et al. 2024; default: {default})")
 
 
 def flow_sampling_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ODE options given on the command line (the rest: the checkpoint's defaults)."""
-    return sampling_overrides(args, ("steps", "solver", "guidance", "temperature", "autoguidance"))
+    return sampling_overrides(args, ("steps", "solver", "guidance", "temperature", "autoguidance",
+                                     "autoguidance_interval"))
 
 
 def sampling_overrides(args: argparse.Namespace, keys: tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, apply_int8, flow_sampling_options, parse_notes,
-                              positive_int, report, set_export_guide)
+from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, add_guidance_interval_arg, apply_int8,
+                              flow_sampling_options, parse_notes, positive_int, report, set_export_guide)
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +136,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                                    "folder, e.g. the same run at an earlier step) with the model, for autoguidance")
     p.add_argument("--autoguidance", type=float,
                    help="default autoguidance scale (needs --guide or a folder with a guide; a .ckpt: 1, off)")
+    add_guidance_interval_arg(p, "a .ckpt: 0 1, everywhere; a folder: its own")
     p.add_argument("--autoencoder", help="decode with this autoencoder (stage-1 .ckpt or folder) instead: one "
                                          "whose decoder was fine-tuned with the model's encoder frozen "
                                          "(configs/adit/joint_decoder_cpu.yaml)")

@@ -47,11 +47,13 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
                    generator: torch.Generator | None = None, x0: Tensor | None = None,
                    t_start: float = 0.0, temperature: float = 1.0,
                    atom_types: Tensor | None = None, guide: DiT | None = None,
-                   autoguidance_scale: float = 1.0) -> tuple[Tensor, Tensor]:
+                   autoguidance_scale: float = 1.0,
+                   autoguidance_interval: tuple[float, float] = (0.0, 1.0)) -> tuple[Tensor, Tensor]:
     """Integrate the flow from noise to de-standardised latents, with classifier-free
     guidance towards system kind ``kind`` (scale 1: the conditional model alone), or
     autoguidance by ``guide``, a weaker latent DiT of the same latents
-    (:func:`~dit3d.objectives.autoguidance`; scale 1: off).
+    (:func:`~dit3d.objectives.autoguidance`; scale 1: off) at the flow times in
+    ``autoguidance_interval`` (the model alone elsewhere).
 
     ``x0`` (standardised, zero at padding) replaces the drawn noise; with ``t_start`` it is
     a partly noised sample at that flow time (see :mod:`dit3d.models.adit_probes`).
@@ -79,7 +81,7 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
     check_autoguided_call(autoguidance_scale, guide is not None, guidance)
     if autoguidance_scale != 1:
         guide_fn = lambda x, t, **kw: guide(x, t, y=y, **tokens, **kw)  # noqa: E731
-        model = autoguidance(model, guide_fn, autoguidance_scale)
+        model = autoguidance(model, guide_fn, autoguidance_scale, autoguidance_interval)
     with eval_mode(dit, guide):
         shape = None if x0 is not None else (B, N, dit.in_dim)
         z = flow.sample(model, shape, x0=None if x0 is None else x0.to(device), steps=steps, solver=solver, mask=mask,
