@@ -157,7 +157,11 @@ def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder
     folder = Path(__file__).resolve().parents[1] / "data/adit_joint_cpu"
     if not (folder / "model.safetensors").is_file():
         pytest.skip("no shipped joint model")
-    provenance = json.loads((folder / "config.json").read_text())["provenance"]
+    config = json.loads((folder / "config.json").read_text())
+    provenance = config["provenance"]
+    # the annealed model re-exported with its pre-anneal self as autoguidance guide: its own record nests
+    assert config["sampling"]["autoguidance"] == 2.0 and "guide" in config and "d31b07f" in provenance["guide_source"]
+    provenance = provenance["source_provenance"]
     assert "joint_decoder_cpu.yaml" in provenance["command_decoder"]  # the decoder was fine-tuned
     assert "fine-tuned decoder" in provenance["autoencoder_from"]  # and the latent DiT trained on its folder
     assert "joint_ldm_long_cpu.yaml" in provenance["command_latent"]  # 150 min, then continued to 300
