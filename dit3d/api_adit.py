@@ -7,7 +7,6 @@ loads as a :class:`~dit3d.api.MoleculeGenerator` and as a :class:`~dit3d.api.Cry
 """
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 
 from dit3d.checks import check_autoguidance, check_guide_unused, check_time_interval, finite_float, positive_int
 from dit3d.models.adit_sampling import adit_label, composition_atom_types, sample_latents
-from dit3d.nn import DiT
+from dit3d.nn import DiT, frozen_copy
 from dit3d.objectives import FlowMatching
 from dit3d.objectives._utils import check_option
 from dit3d.objectives.flow_matching import SOLVERS
@@ -200,7 +199,7 @@ class ADiTGenerator:
             raise ValueError("the guide must take the model's inputs; (guide, model) differ in " +
                              ", ".join(f"{k} {g!r} vs {m!r}" for k, (g, m) in differ.items()))
         device = next(self.dit.parameters()).device
-        self.guide = copy.deepcopy(guide).to(device).eval().requires_grad_(False)
+        self.guide = frozen_copy(guide, device)
         return self
 
     def _same_latents(self, other: ADiTGenerator) -> ADiTGenerator:
@@ -235,7 +234,7 @@ class ADiTGenerator:
                              "decoder expects other latents; fine-tune a decoder with freeze_encoder=True from "
                              "this model's autoencoder instead")
         device = next(self.autoencoder.parameters()).device
-        self.autoencoder = copy.deepcopy(autoencoder).to(device).eval().requires_grad_(False)
+        self.autoencoder = frozen_copy(autoencoder, device)
         return self
 
     def quantize_int8(self) -> ADiTGenerator:

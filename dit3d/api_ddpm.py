@@ -11,7 +11,6 @@ unpickling code).
 """
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 from dit3d.checks import check_autoguidance, check_guide_unused, finite_float, positive_int
 from dit3d.models.checkpoint import load_lightning_checkpoint
 from dit3d.models.ddpm_generation import SAMPLERS
+from dit3d.nn import frozen_copy
 from dit3d.objectives import GaussianDiffusion
 from dit3d.pretrained import PretrainedError, load_pretrained, load_state_strict, resolve_pretrained, save_pretrained
 
@@ -116,7 +116,7 @@ class DDPMGenerator:
                              f"an earlier step); got a {type(guide).__name__} with config "
                              f"{getattr(guide, 'config', None)}")
         device = next(self.net.parameters()).device
-        return copy.deepcopy(guide).to(device).eval().requires_grad_(False)
+        return frozen_copy(guide, device)
 
     def quantize_int8(self: _G) -> _G:
         """Run the trunk's attention and MLP layers in int8 from now on (:mod:`dit3d.nn.quantize`;

@@ -1,13 +1,17 @@
-"""Eval mode for the duration of a block: samplers run networks without dropout or label
-dropout and hand them back in the mode they came in."""
+"""Eval mode for the duration of a block (samplers run networks without dropout or label
+dropout and hand them back in the mode they came in), and frozen eval-mode copies that a
+generator keeps beside its model (a guide, a replacement autoencoder)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import copy
+
+import torch
 from torch import nn
 
-__all__ = ["eval_mode"]
+__all__ = ["eval_mode", "frozen_copy"]
 
 
 @contextmanager
@@ -21,3 +25,9 @@ def eval_mode(*nets: nn.Module | None) -> Iterator[None]:
     finally:
         for net, mode in modes:
             net.train(mode)
+
+
+def frozen_copy(net: nn.Module, device: torch.device | str) -> nn.Module:
+    """A copy of ``net`` on ``device``, in eval mode and without gradients: later changes to
+    ``net`` (training, moving it) leave the copy alone."""
+    return copy.deepcopy(net).to(device).eval().requires_grad_(False)
