@@ -150,11 +150,13 @@ def autoguidance(model_fn: ModelFn, guide_fn: ModelFn, scale: float,
         out = model_fn(x, t, **kwargs)
         if scale == 1:
             return out
-        inside = torch.ones_like(t, dtype=torch.bool) if interval is None else (t >= interval[0]) & (t <= interval[1])
-        if not bool(inside.any()):
+        inside = None if interval is None else (t >= interval[0]) & (t <= interval[1])  # (B,)
+        if inside is not None and not bool(inside.any()):
             return out
         weak = guide_fn(x, t, **kwargs)
-        gate = inside.reshape(-1, *([1] * (out.dim() - 1)))  # (B, 1, ...)
-        return torch.where(gate, weak + scale * (out - weak), out)
+        guided_out = weak + scale * (out - weak)
+        if inside is None or bool(inside.all()):
+            return guided_out
+        return torch.where(inside.reshape(-1, *([1] * (out.dim() - 1))), guided_out, out)  # (B, ...)
 
     return guided
