@@ -357,9 +357,6 @@ class ADiTGenerator:
         opts["guidance"] = finite_float(opts["guidance"], "guidance")
         opts["autoguidance"] = check_autoguidance(opts["autoguidance"], self.guide is not None)
         opts["autoguidance_interval"] = check_time_interval(opts["autoguidance_interval"], "autoguidance_interval")
-        if opts["autoguidance"] != 1 and opts["guidance"] != 1:  # fail on stored defaults, not only at sampling
-            raise ValueError(f"choose classifier-free guidance or autoguidance, not both: got guidance "
-                             f"{opts['guidance']} and autoguidance {opts['autoguidance']}; set one to 1")
         check_option("solver", opts["solver"], SOLVERS)
         return opts
 

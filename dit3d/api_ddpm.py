@@ -233,7 +233,7 @@ class DDPMGenerator:
         for key in ("guidance", "eta"):
             opts[key] = finite_float(opts[key], key)  # plain floats: numpy scalars would not serialise
         opts["autoguidance"] = check_autoguidance(opts["autoguidance"], self.guide is not None)
-        return opts  # autoguidance with classifier-free guidance is refused when sampling (guided_model)
+        return opts
 
     def set_sampling_defaults(self: _G, **options: Any) -> _G:
         """Change the stored sampling defaults (:data:`SAMPLING_OPTIONS`; saved by

@@ -74,9 +74,9 @@ def check_time_interval(value: Any, name: str) -> list[float]:
     return [lo, hi]
 
 
-def check_autoguided_call(scale: float, has_guide: bool, guidance: float) -> None:
+def check_autoguided_call(scale: float, has_guide: bool) -> None:
     """For a sampling function: ValueError when autoguidance (``scale`` not 1) lacks its guide
-    network or comes with classifier-free guidance (``guidance`` not 1)."""
-    if scale != 1 and (not has_guide or guidance != 1):
-        raise ValueError("autoguidance needs a guide network and no classifier-free guidance (guidance=1); "
-                         f"got guide={'a network' if has_guide else None}, guidance={guidance}")
+    network."""
+    if scale != 1 and not has_guide:
+        raise ValueError(f"autoguidance {scale} needs a guide network (guide=None); pass the weaker network "
+                         "as guide, or autoguidance_scale=1")

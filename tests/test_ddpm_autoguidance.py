@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from dit3d.api_images import ImageGenerator
 from dit3d.api_video import VideoGenerator
@@ -22,6 +23,18 @@ def image_generator(tiny_ddpm_module, seed: int, **options) -> ImageGenerator:
     return ImageGenerator.from_lightning(module, sampling={"steps": 3, "guidance": 1.0})
 
 
+def image_checkpoints(tiny_ddpm_module, tmp_path) -> dict:
+    """Two tiny image-DiT checkpoints with random weights, as `dit3d fit` saves them: "strong" and "weak"."""
+    paths = {}
+    for name, seed in (("strong", 0), ("weak", 1)):
+        module = tiny_ddpm_module("image", num_timesteps=10)
+        randomize_(module, 0.05, seed)
+        hp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in module.hparams.items()}
+        paths[name] = tmp_path / f"{name}.ckpt"
+        torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp, "epoch": 1, "global_step": 7}, paths[name])
+    return paths
+
+
 def test_guided_model_extrapolates_from_the_guide_with_the_same_label(tiny_ddpm_module):
     model = randomize_(tiny_ddpm_module("image").sampling_model.eval(), 0.05, 0)
     guide = randomize_(tiny_ddpm_module("image").sampling_model.eval(), 0.05, 1)
@@ -31,10 +44,13 @@ def test_guided_model_extrapolates_from_the_guide_with_the_same_label(tiny_ddpm_
     torch.testing.assert_close(out, expected)
     assert guided_model(model, 2, y, 1.0, guide, 1.0) is not None  # scale 1: no guide needed in the formula
     torch.testing.assert_close(guided_model(model, 2, y, 1.0, guide, 1.0)(x, t), model(x, t, y=y))
-    with pytest.raises(ValueError, match="needs a guide network and no classifier-free guidance"):
+    with pytest.raises(ValueError, match="needs a guide network"):
         guided_model(model, 2, y, 1.0, None, 2.0)
-    with pytest.raises(ValueError, match="guidance=3.0"):
-        guided_model(model, 2, y, 3.0, guide, 2.0)
+    # with classifier-free guidance both directions add to the conditional prediction
+    null = torch.full_like(y, model.null_class)
+    both = guided_model(model, 2, y, 3.0, guide, 2.0)(x, t)
+    cond, uncond, weak = model(x, t, y=y), model(x, t, y=null), guide(x, t, y=y)
+    torch.testing.assert_close(both, cond + 2.0 * (cond - uncond) + 1.0 * (cond - weak))
 
 
 def test_generator_samples_with_its_guide_and_saves_it(tiny_ddpm_module, tmp_path):
@@ -46,8 +62,9 @@ def test_generator_samples_with_its_guide_and_saves_it(tiny_ddpm_module, tmp_pat
     assert torch.equal(gen.sample(3, label=2, seed=0), plain)  # the stored default is 1: off
     guided = gen.sample(3, label=2, seed=0, autoguidance=2.0)
     assert not torch.allclose(guided, plain)
-    with pytest.raises(ValueError, match="no classifier-free guidance"):
-        gen.sample(3, label=2, seed=0, autoguidance=2.0, guidance=4.0)
+    both = gen.sample(3, label=2, seed=0, autoguidance=2.0, guidance=4.0)
+    cfg = gen.sample(3, label=2, seed=0, guidance=4.0)
+    assert not torch.allclose(both, guided) and not torch.allclose(both, cfg)
     gen.set_sampling_defaults(autoguidance=2.0).save_pretrained(tmp_path / "g")
     config = json.loads((tmp_path / "g" / "config.json").read_text())
     assert config["guide"] is True and config["sampling"]["autoguidance"] == 2.0
@@ -93,13 +110,7 @@ def test_video_guide_keeps_the_given_frames(tiny_ddpm_module):
 
 
 def test_export_image_with_a_guide_checkpoint(tiny_ddpm_module, tmp_path):
-    paths = {}
-    for name, seed in (("strong", 0), ("weak", 1)):
-        module = tiny_ddpm_module("image", num_timesteps=10)
-        randomize_(module, 0.05, seed)
-        hp = {k: (list(v) if isinstance(v, tuple) else v) for k, v in module.hparams.items()}
-        paths[name] = tmp_path / f"{name}.ckpt"
-        torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp, "epoch": 1, "global_step": 7}, paths[name])
+    paths = image_checkpoints(tiny_ddpm_module, tmp_path)
     out = tmp_path / "model"
     main(["export", "image", str(paths["strong"]), "-o", str(out), "--steps", "2", "--guidance", "1",
           "--guide", str(paths["weak"]), "--autoguidance", "2"])
@@ -117,4 +128,30 @@ def test_export_image_with_a_guide_checkpoint(tiny_ddpm_module, tmp_path):
               str(tmp_path / "missing.ckpt")])
     with pytest.raises(SystemExit, match="--autoguidance: autoguidance needs a guide network"):
         main(["export", "image", str(paths["strong"]), "-o", str(tmp_path / "bad"), "--autoguidance", "2"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_export_again_from_a_folder_keeps_the_weights_and_adds_a_guide(tiny_ddpm_module, tmp_path):
+    paths = image_checkpoints(tiny_ddpm_module, tmp_path)
+    first, weak_folder, again = tmp_path / "first", tmp_path / "weak", tmp_path / "again"
+    main(["export", "image", str(paths["strong"]), "-o", str(first), "--steps", "2", "--guidance", "3",
+          "--note", "why=first"])
+    main(["export", "image", str(paths["weak"]), "-o", str(weak_folder)])
+    main(["export", "image", str(first), "-o", str(again), "--guide", str(weak_folder), "--autoguidance", "1.5",
+          "--note", "why=guide"])
+    old, new = json.loads((first / "config.json").read_text()), json.loads((again / "config.json").read_text())
+    before, after = load_file(first / "model.safetensors"), load_file(again / "model.safetensors")
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())  # the model's tensors, unchanged
+    assert new["provenance"]["source_folder"] == str(first) and new["provenance"]["why"] == "guide"
+    assert new["provenance"]["source_provenance"] == old["provenance"] and old["provenance"]["why"] == "first"
+    assert new["provenance"]["guide"] == str(weak_folder)
+    # the folder's own defaults stay unless given; the guide default is added; both guidances add up
+    assert new["sampling"] == {**old["sampling"], "autoguidance": 1.5}
+    gen, weak = ImageGenerator.from_pretrained(again), ImageGenerator.from_pretrained(weak_folder)
+    assert all(torch.equal(v, weak.net.state_dict()[k]) for k, v in gen.guide.state_dict().items())
+    plain = ImageGenerator.from_pretrained(first).sample(2, label=1, seed=0)
+    assert torch.equal(gen.sample(2, label=1, seed=0, autoguidance=1.0), plain)
+    assert not torch.allclose(gen.sample(2, label=1, seed=0), plain)
+    with pytest.raises(SystemExit, match="sampling options: eta must be a finite float >= 0, got -1"):
+        main(["export", "image", str(first), "-o", str(tmp_path / "bad"), "--eta", "-1"])
     assert not (tmp_path / "bad").exists()

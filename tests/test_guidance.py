@@ -1,8 +1,9 @@
-"""Guidance wrappers: classifier-free guidance (linear combination, single batched call, kwarg handling) and autoguidance."""
+"""Guidance wrappers: classifier-free guidance (linear combination, single batched call, kwarg handling),
+autoguidance, and both at once (guidance_sum)."""
 import pytest
 import torch
 
-from dit3d.objectives import FlowMatching, GaussianDiffusion, autoguidance, classifier_free_guidance
+from dit3d.objectives import FlowMatching, GaussianDiffusion, autoguidance, classifier_free_guidance, guidance_sum
 
 
 class Recorder:
@@ -147,3 +148,53 @@ def test_autoguidance_interval_in_a_flow_sampler_switches_the_velocity_at_its_st
     switched = lambda x, t, **kw: torch.where(t[:, None] >= 0.5, 1.6 - x, 1.0 - x)  # noqa: E731
     combined = flow.sample(switched, (2, 3), steps=8, generator=g(), progress=False)
     torch.testing.assert_close(guided, combined)
+
+
+# ------------------------------------------------------------------ both at once
+def _weak(x, t, y, **kwargs):
+    return torch.cos(x) * y.to(x.dtype)[:, None]
+
+
+@pytest.mark.parametrize("scale,auto", [(3.0, 2.0), (0.5, 1.5), (4.0, -1.0)])
+def test_guidance_sum_adds_both_directions_to_the_conditional_prediction(scale, auto):
+    x, t, cond, uncond = _inputs()
+    model, guide = Recorder(), Recorder()
+    mask = torch.tensor([True, False, True])
+    out = guidance_sum(model, lambda x, t, **kw: 0.3 * guide(x, t, **kw), scale, auto, cond, uncond)(x, t, mask=mask)
+    f_c, f_u = Recorder()(x, t, **cond), Recorder()(x, t, **uncond)
+    g_c = 0.3 * Recorder()(x, t, **cond)
+    torch.testing.assert_close(out, f_c + (scale - 1) * (f_c - f_u) + (auto - 1) * (f_c - g_c))
+    assert len(model.calls) == 1 and model.calls[0]["x"].shape[0] == 6  # both halves in one doubled call
+    assert len(guide.calls) == 1 and torch.equal(guide.calls[0]["y"], cond["y"])  # the guide sees the condition
+    assert torch.equal(guide.calls[0]["mask"], mask)
+
+
+def test_guidance_sum_is_each_guidance_alone_at_the_other_ones_scale_one():
+    x, t, cond, uncond = _inputs()
+    guide_calls = []
+    counted = lambda x, t, **kw: guide_calls.append(t) or _weak(x, t, **kw)  # noqa: E731
+    cfg_only = guidance_sum(Recorder(), counted, 3.0, 1.0, cond, uncond)(x, t)
+    assert torch.equal(cfg_only, classifier_free_guidance(Recorder(), 3.0, cond, uncond)(x, t))  # to the bit
+    assert guide_calls == []
+    auto_only = guidance_sum(Recorder(), _weak, 1.0, 2.5, cond, uncond)(x, t)
+    model = lambda x, t, **kw: Recorder()(x, t, **cond, **kw)  # noqa: E731
+    weak = lambda x, t, **kw: _weak(x, t, **cond, **kw)  # noqa: E731
+    assert torch.equal(auto_only, autoguidance(model, weak, 2.5)(x, t))
+    assert guidance_sum(Recorder(), None, 2.0, 1.0, cond, uncond) is not None  # no guide needed without its term
+    with pytest.raises(ValueError, match="needs a guide_fn"):
+        guidance_sum(Recorder(), None, 2.0, 1.5, cond, uncond)
+
+
+def test_guidance_sum_applies_the_autoguidance_term_only_inside_the_interval():
+    x, t, cond, uncond = _inputs()  # t = 0.1, 0.5, 0.9
+    out = guidance_sum(Recorder(), _weak, 2.0, 3.0, cond, uncond, interval=(0.4, 1.0))(x, t)
+    both = guidance_sum(Recorder(), _weak, 2.0, 3.0, cond, uncond)(x, t)
+    cfg = classifier_free_guidance(Recorder(), 2.0, cond, uncond)(x, t)
+    torch.testing.assert_close(out[1:], both[1:])
+    torch.testing.assert_close(out[0], cfg[0])
+    guide_calls = []
+    counted = lambda x, t, **kw: guide_calls.append(t) or _weak(x, t, **kw)  # noqa: E731
+    guidance_sum(Recorder(), counted, 2.0, 3.0, cond, uncond, interval=(0.95, 1.0))(x, t)
+    assert guide_calls == []
+    with pytest.raises(ValueError, match="lo <= hi"):
+        guidance_sum(Recorder(), _weak, 2.0, 3.0, cond, uncond, interval=(0.9, 0.1))

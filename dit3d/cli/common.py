@@ -110,35 +110,64 @@ def parse_notes(notes: list[str]) -> dict[str, str]:
     return dict(n.split("=", 1) for n in notes)
 
 
-def ddpm_export_sampling(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampling defaults ``dit3d export`` stores, from the options given: the sampler, and
-    ``steps`` / ``eta`` only where given (the rest: the generator's ``DEFAULT_SAMPLING``, the
-    settings measured for its domain). DDPM stores ``steps=None`` (all T)."""
+def ddpm_export_sampling(args: argparse.Namespace, **given: Any) -> dict[str, Any]:
+    """The sampling defaults ``dit3d export`` stores, from the options given: ``--sampler``,
+    ``--steps``, ``--eta`` and the command's own ``given`` options (e.g. ``guidance``), each
+    only where set; the rest stay the generator's ``DEFAULT_SAMPLING`` (a checkpoint) or the
+    folder's own (a re-export). DDPM stores ``steps=None`` (all T)."""
     if args.sampler == "ddpm" and args.steps is not None:
         raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
-    opts: dict[str, Any] = {"sampler": args.sampler}
-    if args.sampler == "ddpm" or args.steps is not None:
-        opts["steps"] = args.steps
-    if args.eta is not None:
-        opts["eta"] = args.eta
+    opts = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, **given}
+    opts = {key: value for key, value in opts.items() if value is not None}
+    if args.sampler == "ddpm":
+        opts["steps"] = None
     return opts
 
 
 def add_ddpm_export_args(p: argparse.ArgumentParser, module: str, generator: str) -> None:
-    """The arguments every DDPM ``dit3d export`` takes: checkpoint, ``-o``, ``--sampler``,
-    ``--steps``, ``--eta``, ``--note`` (``generator``: the class whose defaults unset options take)."""
-    p.add_argument("checkpoint", help=f"{module} .ckpt from `dit3d fit`")
+    """The arguments every DDPM ``dit3d export`` takes: checkpoint or folder, ``-o``, ``--sampler``,
+    ``--steps``, ``--eta``, ``--note``, ``--guide``, ``--autoguidance`` (``generator``: the
+    class whose defaults unset options take)."""
+    p.add_argument("checkpoint", help=f"{module} .ckpt from `dit3d fit`, or a {generator} folder to export again "
+                                      "(weights unchanged; its provenance kept under source_provenance)")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"),
+                   help=f"default sampler (default: {generator}.DEFAULT_SAMPLING's, ddim; a folder's own)")
     p.add_argument("--steps", type=positive_int,
-                   help=f"default DDIM steps (default: {generator}.DEFAULT_SAMPLING's); DDPM always runs all T")
+                   help=f"default DDIM steps (default: {generator}.DEFAULT_SAMPLING's; a folder's own); DDPM "
+                        "always runs all T")
     p.add_argument("--eta", type=float,
                    help="default DDIM stochasticity (0: deterministic; 1: DDPM-like noise, more forgiving of "
-                        f"an imperfect noise model; default: {generator}.DEFAULT_SAMPLING's)")
+                        f"an imperfect noise model; default: {generator}.DEFAULT_SAMPLING's; a folder's own)")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
-    p.add_argument("--guide", help=f"store this weaker {module} .ckpt of the same run (an earlier step) with "
-                                   "the model, for autoguidance")
-    p.add_argument("--autoguidance", type=float, help="default autoguidance scale (needs --guide; default 1: off)")
+    p.add_argument("--guide", help=f"store this weaker {module} .ckpt (or {generator} folder) of the same run "
+                                   "(an earlier step) with the model, for autoguidance")
+    p.add_argument("--autoguidance", type=float, help="default autoguidance scale (needs a guide; default 1: off; "
+                                                      "a folder's own)")
+
+
+def ddpm_export(args: argparse.Namespace, cls: Any, from_checkpoint: Any,
+                sampling: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The generator and provenance a DDPM ``dit3d export`` saves: from the ``dit3d fit``
+    checkpoint ``args.checkpoint`` (``from_checkpoint(path)`` returns the generator of ``cls``
+    and its provenance) or from a pretrained folder of ``cls`` (its weights unchanged, its
+    provenance nested under ``source_provenance``), with the ``sampling`` defaults given
+    (:func:`ddpm_export_sampling`), ``--guide`` and ``--autoguidance``."""
+    source = Path(args.checkpoint)
+    if source.is_dir():
+        gen = cls.from_pretrained(source)  # names the folder in its errors
+        stored = json.loads((source / "config.json").read_text()).get("provenance")
+        provenance = {"source_folder": str(source), "source_provenance": stored}
+    else:
+        gen, provenance = from_checkpoint(args.checkpoint)
+    try:
+        gen.set_sampling_defaults(**sampling)
+    except ValueError as e:
+        raise ValueError(f"sampling options: {e}") from None
+    load_guide = lambda path: cls.from_pretrained(path) if Path(path).is_dir() else from_checkpoint(path)[0]  # noqa: E731
+    set_export_guide(gen, args, load_guide, provenance)
+    provenance.update(parse_notes(args.note))
+    return gen, provenance
 
 
 def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: dict[str, Any]) -> Any:

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from dit3d.cli.common import (add_autoguidance_arg, add_cache_interval_arg, add_compile_arg, add_ddpm_export_args,
-                              add_int8_arg, apply_compile, apply_int8, ddpm_export_sampling, fit_provenance,
-                              parse_notes, positive_int, report, sampling_overrides, set_export_guide, write_json,
-                              write_npy)
+                              add_int8_arg, apply_compile, apply_int8, ddpm_export, ddpm_export_sampling,
+                              fit_provenance, positive_int, report, sampling_overrides, write_json, write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".npy")
 #: where ``dit3d export image`` put the CPU-trained digits model in the source repository
@@ -271,24 +270,21 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "module's settings and any --note KEY=VALUE.")
     add_ddpm_export_args(p, "ImageDiTModule", "ImageGenerator")
     p.add_argument("--guidance", type=float, help="default classifier-free guidance scale (default: "
-                                                  "ImageGenerator's, 4)")
+                                                  "ImageGenerator's, 4; a folder's own)")
     p.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
-    """Run ``dit3d export image``: turn an ``ImageDiTModule`` checkpoint into a pretrained folder."""
+    """Run ``dit3d export image``: save an ``ImageDiTModule`` checkpoint (or an image folder) as a pretrained folder."""
     from dit3d.api_images import ImageGenerator
     from dit3d.models import ImageDiTModule
     from dit3d.models.checkpoint import load_lightning_checkpoint
 
-    notes = parse_notes(args.note)
-    sampling = ddpm_export_sampling(args)
-    module, ckpt = load_lightning_checkpoint(args.checkpoint, ImageDiTModule)
-    if args.guidance is not None:
-        sampling["guidance"] = args.guidance
-    gen = ImageGenerator.from_lightning(module, sampling=sampling)
-    provenance = fit_provenance(args.checkpoint, ckpt, notes)
-    guide = lambda path: ImageGenerator.from_lightning(load_lightning_checkpoint(path, ImageDiTModule)[0])  # noqa: E731
-    set_export_guide(gen, args, guide, provenance)
+    def from_checkpoint(path: str) -> tuple[ImageGenerator, dict]:
+        module, ckpt = load_lightning_checkpoint(path, ImageDiTModule)
+        return ImageGenerator.from_lightning(module), fit_provenance(path, ckpt, {})
+
+    sampling = ddpm_export_sampling(args, guidance=args.guidance)
+    gen, provenance = ddpm_export(args, ImageGenerator, from_checkpoint, sampling)
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from dit3d.cli.common import (add_autoguidance_arg, add_cache_interval_arg, add_compile_arg, add_ddpm_export_args,
-                              add_int8_arg, apply_compile, apply_int8, ddpm_export_sampling, parse_notes, positive_int,
-                              report, sampling_overrides, set_export_guide)
+                              add_int8_arg, apply_compile, apply_int8, ddpm_export, ddpm_export_sampling, positive_int,
+                              report, sampling_overrides)
 
 SAMPLE_SUFFIXES = (".npy", ".ply")
 
@@ -96,26 +96,27 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                        description="Store the EMA network, the DDPM schedule, the data normalisation and category "
                                    "names saved by PointCloudDataModule, and default sampling options.")
     add_ddpm_export_args(p, "DiT3DModule", "ShapeGenerator")
-    p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--cache-interval", type=positive_int, default=1,
-                   help="default reuse interval of attention/MLP outputs while sampling (1: none)")
+    p.add_argument("--guidance", type=float, help="default classifier-free guidance weight (default 1: none; a "
+                                                  "folder's own)")
+    p.add_argument("--cache-interval", type=positive_int,
+                   help="default reuse interval of attention/MLP outputs while sampling (default 1: none; a "
+                        "folder's own)")
     p.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
-    """Run ``dit3d export pointclouds``: turn a ``DiT3DModule`` checkpoint into a pretrained folder."""
+    """Run ``dit3d export pointclouds``: save a ``DiT3DModule`` checkpoint (or a shapes folder) as a pretrained folder."""
     from dit3d.api_shapes import ShapeGenerator, load_dit3d_checkpoint
 
-    notes = parse_notes(args.note)
-    sampling = ddpm_export_sampling(args)
-    module, stats = load_dit3d_checkpoint(args.checkpoint)
-    if stats is None:
-        print(f"warning: {args.checkpoint} holds no PointCloudDataModule statistics; samples will stay in the "
-              "training frame", file=sys.stderr)
-    gen = ShapeGenerator.from_lightning(module, stats, {**sampling, "guidance": args.guidance,
-                                                        "cache_interval": args.cache_interval})
-    provenance = {"checkpoint": str(args.checkpoint), **notes}
-    set_export_guide(gen, args, lambda path: ShapeGenerator.from_lightning(*load_dit3d_checkpoint(path)), provenance)
+    def from_checkpoint(path: str) -> tuple[ShapeGenerator, dict]:
+        module, stats = load_dit3d_checkpoint(path)
+        if stats is None:
+            print(f"warning: {path} holds no PointCloudDataModule statistics; samples will stay in the "
+                  "training frame", file=sys.stderr)
+        return ShapeGenerator.from_lightning(module, stats), {"checkpoint": str(path)}
+
+    sampling = ddpm_export_sampling(args, guidance=args.guidance, cache_interval=args.cache_interval)
+    gen, provenance = ddpm_export(args, ShapeGenerator, from_checkpoint, sampling)
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
 

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from dit3d.cli.common import (add_autoguidance_arg, add_cache_interval_arg, add_compile_arg, add_ddpm_export_args,
-                              add_int8_arg, apply_compile, apply_int8, ddpm_export_sampling, fit_provenance,
-                              parse_notes, positive_int, report, sampling_overrides, set_export_guide, write_json,
-                              write_npy)
+                              add_int8_arg, apply_compile, apply_int8, ddpm_export, ddpm_export_sampling,
+                              fit_provenance, positive_int, report, sampling_overrides, write_json, write_npy)
 
 SAMPLE_SUFFIXES = (".png", ".gif", ".npy")
 TASKS = ("unconditional", "predict", "backward", "interpolate", "complete")
@@ -366,25 +365,24 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                                    "checkpoint, its epoch and step, the data module's settings and any --note "
                                    "KEY=VALUE.")
     add_ddpm_export_args(p, "VideoDiTModule", "VideoGenerator")
-    p.add_argument("--guidance", type=float, default=1.0,
+    p.add_argument("--guidance", type=float,
                    help="class-conditional models: default classifier-free guidance weight when a digit is asked "
-                        "for (1: none; sampling without a digit always uses 1)")
+                        "for (default 1: none; a folder's own; sampling without a digit always uses 1)")
     p.set_defaults(run=run_export)
 
 
 def run_export(args: argparse.Namespace) -> None:
-    """Run ``dit3d export video``: turn a ``VideoDiTModule`` checkpoint into a pretrained folder."""
+    """Run ``dit3d export video``: save a ``VideoDiTModule`` checkpoint (or a video folder) as a pretrained folder."""
     from dit3d.api_video import VideoGenerator, data_settings
     from dit3d.models import VideoDiTModule
     from dit3d.models.checkpoint import load_lightning_checkpoint
 
-    notes = parse_notes(args.note)
-    sampling = ddpm_export_sampling(args)
-    module, ckpt = load_lightning_checkpoint(args.checkpoint, VideoDiTModule)
-    provenance = fit_provenance(args.checkpoint, ckpt, notes)
-    gen = VideoGenerator.from_lightning(module, data=data_settings(provenance["data"]),
-                                        sampling={**sampling, "guidance": args.guidance})
-    guide = lambda path: VideoGenerator.from_lightning(load_lightning_checkpoint(path, VideoDiTModule)[0])  # noqa: E731
-    set_export_guide(gen, args, guide, provenance)
+    def from_checkpoint(path: str) -> tuple[VideoGenerator, dict]:
+        module, ckpt = load_lightning_checkpoint(path, VideoDiTModule)
+        provenance = fit_provenance(path, ckpt, {})
+        return VideoGenerator.from_lightning(module, data=data_settings(provenance["data"])), provenance
+
+    sampling = ddpm_export_sampling(args, guidance=args.guidance)
+    gen, provenance = ddpm_export(args, VideoGenerator, from_checkpoint, sampling)
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

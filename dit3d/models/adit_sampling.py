@@ -7,7 +7,7 @@ from torch import Tensor
 
 from dit3d.checks import check_autoguided_call
 from dit3d.nn import DiT, eval_mode
-from dit3d.objectives import FlowMatching, autoguidance, classifier_free_guidance
+from dit3d.objectives import FlowMatching, guidance_sum
 from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MOLECULE, AtomAutoencoder
 
 #: international space-group numbers run 1..230
@@ -50,10 +50,10 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
                    autoguidance_scale: float = 1.0,
                    autoguidance_interval: tuple[float, float] = (0.0, 1.0)) -> tuple[Tensor, Tensor]:
     """Integrate the flow from noise to de-standardised latents, with classifier-free
-    guidance towards system kind ``kind`` (scale 1: the conditional model alone), or
-    autoguidance by ``guide``, a weaker latent DiT of the same latents
-    (:func:`~dit3d.objectives.autoguidance`; scale 1: off) at the flow times in
-    ``autoguidance_interval`` (the model alone elsewhere).
+    guidance towards system kind ``kind`` (scale 1: the conditional model alone) and/or
+    autoguidance by ``guide``, a weaker latent DiT of the same latents (scale 1: off) at
+    the flow times in ``autoguidance_interval`` (the model alone elsewhere); both at once
+    add up (:func:`~dit3d.objectives.guidance_sum`).
 
     ``x0`` (standardised, zero at padding) replaces the drawn noise; with ``t_start`` it is
     a partly noised sample at that flow time (see :mod:`dit3d.models.adit_probes`).
@@ -77,11 +77,9 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
             raise ValueError(f"atom_types must be ({B}, {N}): one row per system, as long as the largest, got "
                              f"{tuple(atom_types.shape)}")
         tokens = {"token_labels": atom_types.to(device).long() * mask}
-    model = classifier_free_guidance(dit, guidance, {"y": y, **tokens}, {"y": null, **tokens})
-    check_autoguided_call(autoguidance_scale, guide is not None, guidance)
-    if autoguidance_scale != 1:
-        guide_fn = lambda x, t, **kw: guide(x, t, y=y, **tokens, **kw)  # noqa: E731
-        model = autoguidance(model, guide_fn, autoguidance_scale, autoguidance_interval)
+    check_autoguided_call(autoguidance_scale, guide is not None)
+    model = guidance_sum(dit, guide, guidance, autoguidance_scale, {"y": y, **tokens}, {"y": null, **tokens},
+                         autoguidance_interval)
     with eval_mode(dit, guide):
         shape = None if x0 is not None else (B, N, dit.in_dim)
         z = flow.sample(model, shape, x0=None if x0 is None else x0.to(device), steps=steps, solver=solver, mask=mask,

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from dit3d.checks import check_autoguided_call
 from dit3d.nn import branch_caching, eval_mode
-from dit3d.objectives import GaussianDiffusion, autoguidance, classifier_free_guidance
+from dit3d.objectives import GaussianDiffusion, autoguidance, guidance_sum
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -38,8 +38,9 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
     classifier-free guided :math:`\hat\epsilon_\varnothing + w (\hat\epsilon_y - \hat\epsilon_\varnothing)`
     (:func:`~dit3d.objectives.classifier_free_guidance`, both halves in one doubled batch),
     or, with a ``guide`` network (a weaker version of ``model``: the same run at an earlier
-    step), the autoguided :math:`\hat\epsilon_g + w (\hat\epsilon - \hat\epsilon_g)`
-    (:func:`~dit3d.objectives.autoguidance`; both get the same label).
+    step), the autoguided :math:`\hat\epsilon_g + a (\hat\epsilon - \hat\epsilon_g)`
+    (:func:`~dit3d.objectives.autoguidance`; both get the same label), or both at once
+    (:func:`~dit3d.objectives.guidance_sum`: both directions added to :math:`\hat\epsilon_y`).
 
     Args:
         model: the network ``model(x, t, y)``; ``model.null_class`` is ``None`` when it is
@@ -51,17 +52,13 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
         guidance: guidance weight :math:`w` (1: the conditional network as it is). Needs a
             conditional network and a label.
         guide: the weaker network for autoguidance (eval mode), or ``None``.
-        autoguidance_scale: autoguidance weight (1: off); needs ``guide`` and ``guidance`` 1.
+        autoguidance_scale: autoguidance weight :math:`a` (1: off); needs ``guide``.
 
     Raises:
         ValueError: a label or guidance for an unconditional network, guidance without a
-            label, labels of the wrong shape or out of range, autoguidance without a guide
-            or together with classifier-free guidance.
+            label, labels of the wrong shape or out of range, autoguidance without a guide.
     """
-    check_autoguided_call(autoguidance_scale, guide is not None, guidance)
-    if autoguidance_scale != 1:
-        return autoguidance(guided_model(model, num_samples, label), guided_model(guide, num_samples, label),
-                            autoguidance_scale)
+    check_autoguided_call(autoguidance_scale, guide is not None)
     null = model.null_class
     if null is None:
         if label is not None:
@@ -70,14 +67,13 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
         if guidance != 1.0:
             raise ValueError(f"classifier-free guidance needs a class-conditional model (num_classes >= 1), "
                              f"this one has no class labels; leave guidance at 1, got {guidance}")
-        return model
-    if label is None:
-        if guidance != 1.0:
-            raise ValueError(f"guidance {guidance} needs a label to guide towards: pass label (a class, or one "
-                             "per sample), or leave guidance at 1 for unconditional (null-class) samples")
-        return model  # y=None: the null class
+    elif label is None and guidance != 1.0:
+        raise ValueError(f"guidance {guidance} needs a label to guide towards: pass label (a class, or one "
+                         "per sample), or leave guidance at 1 for unconditional (null-class) samples")
+    if null is None or label is None:  # y=None: any class (the null class of a conditional model)
+        return model if autoguidance_scale == 1 else autoguidance(model, guide, autoguidance_scale)
     y = sample_labels(label, num_samples, null, next(model.parameters()).device)  # (B,)
-    return classifier_free_guidance(model, guidance, {"y": y}, {"y": torch.full_like(y, null)})
+    return guidance_sum(model, guide, guidance, autoguidance_scale, {"y": y}, {"y": torch.full_like(y, null)})
 
 
 @torch.no_grad()

@@ -13,7 +13,8 @@ with zeros, zero in samples, and forwarded to the network as ``mask=``.
 - :func:`permutation_coupling`: optimal-transport pairing of noise and data tokens of a
   set (``FlowMatching(coupling="permutation")``).
 - :func:`classifier_free_guidance`: wraps a model for guided sampling with either;
-  :func:`autoguidance` guides it with a weaker model of the same data instead.
+  :func:`autoguidance` guides it with a weaker model of the same data instead, and
+  :func:`guidance_sum` with both at once.
 - :func:`known_training_loss` / :func:`known_sample_loop`: DDPM conditioned on known
   entries given clean (VDT's mask modelling: one network, any mask at sampling time).
 
@@ -32,7 +33,7 @@ Example:
 from .ddpm import GaussianDiffusion, PMeanVariance
 from .coupling import permutation_coupling
 from .flow_matching import FlowMatching
-from .guidance import autoguidance, classifier_free_guidance
+from .guidance import autoguidance, classifier_free_guidance, guidance_sum
 from .known import known_sample_loop, known_training_loss, replace_known
 from .masking import apply_mask, broadcast_mask, masked_mean, validate_mask
 from .schedules import BETA_SCHEDULES, cosine_beta_schedule, get_beta_schedule, linear_beta_schedule
@@ -44,6 +45,7 @@ __all__ = [
     "permutation_coupling",
     "classifier_free_guidance",
     "autoguidance",
+    "guidance_sum",
     "known_sample_loop",
     "known_training_loss",
     "replace_known",

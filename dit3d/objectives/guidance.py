@@ -20,6 +20,15 @@ less time or with less capacity, towards the model itself, with the same conditi
 Both models err where the data is hard to fit, the weak one more, so the difference points
 from their shared errors towards the data; unlike classifier-free guidance it needs no
 unconditional model and does not push samples towards a class's typical members.
+
+The two combine by adding both directions to the conditional prediction
+(:func:`guidance_sum`):
+
+.. math::
+    \hat f_{w,a} = \hat f(\cdot \mid c) + (w - 1)\,[\hat f(\cdot \mid c) - \hat f(\cdot \mid \varnothing)]
+        + (a - 1)\,[\hat f(\cdot \mid c) - \hat g(\cdot \mid c)],
+
+which is classifier-free guidance at :math:`a = 1` and autoguidance at :math:`w = 1`.
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ from torch import Tensor
 
 from ._utils import ModelFn
 
-__all__ = ["autoguidance", "classifier_free_guidance"]
+__all__ = ["autoguidance", "classifier_free_guidance", "guidance_sum"]
 
 
 def _check_batched(value: Tensor, batch_size: int, name: str) -> None:
@@ -93,24 +102,56 @@ def classifier_free_guidance(model_fn: ModelFn, scale: float, cond_kwargs: Mappi
         >>> guided(torch.zeros(2, 4), torch.zeros(2)).tolist()
         [[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
     """
-    if set(cond_kwargs) != set(uncond_kwargs):
-        raise ValueError(f"cond_kwargs keys {sorted(cond_kwargs)} and uncond_kwargs keys "
-                         f"{sorted(uncond_kwargs)} must be the same")
+    _checked_kwargs(cond_kwargs, uncond_kwargs)
     cond_kwargs, uncond_kwargs = dict(cond_kwargs), dict(uncond_kwargs)
 
     def guided(x: Tensor, t: Tensor, **other_kwargs: Any) -> Tensor:
-        clash = set(other_kwargs) & set(cond_kwargs)
-        if clash:
-            raise ValueError(f"kwargs {sorted(clash)} are given both to the guided call and in cond_kwargs")
+        _checked_other(other_kwargs, cond_kwargs)
         if scale == 1:
             return model_fn(x, t, **cond_kwargs, **other_kwargs)
-        batch_size = x.shape[0]
-        _check_batched(t, batch_size, "t")
-        kwargs = _merge_kwargs(cond_kwargs, uncond_kwargs, other_kwargs, batch_size)
-        out_cond, out_uncond = model_fn(torch.cat([x, x]), torch.cat([t, t]), **kwargs).chunk(2)
+        out_cond, out_uncond = _both_halves(model_fn, x, t, cond_kwargs, uncond_kwargs, other_kwargs)
         return out_uncond + scale * (out_cond - out_uncond)
 
     return guided
+
+
+def _checked_kwargs(cond_kwargs: Mapping[str, Any], uncond_kwargs: Mapping[str, Any]) -> None:
+    if set(cond_kwargs) != set(uncond_kwargs):
+        raise ValueError(f"cond_kwargs keys {sorted(cond_kwargs)} and uncond_kwargs keys "
+                         f"{sorted(uncond_kwargs)} must be the same")
+
+
+def _checked_other(other_kwargs: Mapping[str, Any], cond_kwargs: Mapping[str, Any]) -> None:
+    clash = set(other_kwargs) & set(cond_kwargs)
+    if clash:
+        raise ValueError(f"kwargs {sorted(clash)} are given both to the guided call and in cond_kwargs")
+
+
+def _both_halves(model_fn: ModelFn, x: Tensor, t: Tensor, cond_kwargs: Mapping[str, Any],
+                 uncond_kwargs: Mapping[str, Any], other_kwargs: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+    """The conditional and unconditional predictions from one call on the doubled batch."""
+    batch_size = x.shape[0]
+    _check_batched(t, batch_size, "t")
+    kwargs = _merge_kwargs(cond_kwargs, uncond_kwargs, other_kwargs, batch_size)
+    out_cond, out_uncond = model_fn(torch.cat([x, x]), torch.cat([t, t]), **kwargs).chunk(2)
+    return out_cond, out_uncond
+
+
+def _interval_mask(t: Tensor, interval: tuple[float, float] | None) -> Tensor | None:
+    """``(B,)`` bool: the times inside ``interval`` (``None``: no interval, guide everywhere)."""
+    return None if interval is None else (t >= interval[0]) & (t <= interval[1])
+
+
+def _check_interval(interval: tuple[float, float] | None) -> None:
+    if interval is not None and not (len(interval) == 2 and interval[0] <= interval[1]):
+        raise ValueError(f"interval must be (lo, hi) with lo <= hi, got {interval!r}")
+
+
+def _where_inside(inside: Tensor | None, guided: Tensor, plain: Tensor) -> Tensor:
+    """``guided`` at the samples whose time is inside the interval, ``plain`` elsewhere."""
+    if inside is None or bool(inside.all()):
+        return guided
+    return torch.where(inside.reshape(-1, *([1] * (plain.dim() - 1))), guided, plain)  # (B, ...)
 
 
 def autoguidance(model_fn: ModelFn, guide_fn: ModelFn, scale: float,
@@ -143,20 +184,75 @@ def autoguidance(model_fn: ModelFn, guide_fn: ModelFn, scale: float,
         >>> guided(torch.zeros(2, 3), torch.tensor([0.2, 0.7])).tolist()
         [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
     """
-    if interval is not None and not (len(interval) == 2 and interval[0] <= interval[1]):
-        raise ValueError(f"interval must be (lo, hi) with lo <= hi, got {interval!r}")
+    _check_interval(interval)
 
     def guided(x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
         out = model_fn(x, t, **kwargs)
         if scale == 1:
             return out
-        inside = None if interval is None else (t >= interval[0]) & (t <= interval[1])  # (B,)
+        inside = _interval_mask(t, interval)  # (B,)
         if inside is not None and not bool(inside.any()):
             return out
         weak = guide_fn(x, t, **kwargs)
-        guided_out = weak + scale * (out - weak)
-        if inside is None or bool(inside.all()):
-            return guided_out
-        return torch.where(inside.reshape(-1, *([1] * (out.dim() - 1))), guided_out, out)  # (B, ...)
+        return _where_inside(inside, weak + scale * (out - weak), out)
+
+    return guided
+
+
+def guidance_sum(model_fn: ModelFn, guide_fn: ModelFn | None, scale: float, autoguidance_scale: float,
+                 cond_kwargs: Mapping[str, Any], uncond_kwargs: Mapping[str, Any],
+                 interval: tuple[float, float] | None = None) -> ModelFn:
+    r"""Classifier-free guidance and autoguidance at once: both directions added to the
+    conditional prediction,
+    :math:`f_c + (w - 1)(f_c - f_\varnothing) + (a - 1)(f_c - g_c)`,
+    with :math:`f_c, f_\varnothing` the model with ``cond_kwargs`` / ``uncond_kwargs`` (one
+    call on the doubled batch, as :func:`classifier_free_guidance`) and :math:`g_c` the
+    weaker ``guide_fn`` with ``cond_kwargs``. Class fidelity comes from the first term, the
+    quality of what is drawn from the second: a conditional model needs both to draw the
+    class it is asked for *well*. At :math:`a = 1` (or outside ``interval``) it is
+    :func:`classifier_free_guidance` and the guide does not run; at :math:`w = 1` it is
+    :func:`autoguidance` with the conditional arguments.
+
+    Args:
+        model_fn: the network ``model_fn(x, t, **kwargs)``.
+        guide_fn: the weaker network, called like ``model_fn``; only needed for
+            ``autoguidance_scale != 1``.
+        scale: classifier-free guidance weight :math:`w`.
+        autoguidance_scale: autoguidance weight :math:`a`.
+        cond_kwargs, uncond_kwargs: as for :func:`classifier_free_guidance`.
+        interval: ``(lo, hi)`` times at which the autoguidance term applies (``None``: all).
+
+    Shapes:
+        - **x:** :math:`(B, \dots)`; **t:** :math:`(B,)`; tensor kwargs :math:`(B, \dots)`
+        - **output:** same as ``x``.
+
+    Example:
+        >>> import torch
+        >>> model = lambda x, t, y: x + 2 * y[:, None]
+        >>> guided = guidance_sum(model, lambda x, t, y: x + y[:, None], 3.0, 2.0,
+        ...                       {"y": torch.ones(1)}, {"y": torch.zeros(1)})
+        >>> guided(torch.zeros(1, 2), torch.zeros(1)).tolist()  # 2 + 2 * (2 - 0) + 1 * (2 - 1)
+        [[7.0, 7.0]]
+    """
+    _checked_kwargs(cond_kwargs, uncond_kwargs)
+    _check_interval(interval)
+    if autoguidance_scale != 1 and guide_fn is None:
+        raise ValueError(f"autoguidance_scale {autoguidance_scale} needs a guide_fn (a weaker network)")
+    cond_kwargs, uncond_kwargs = dict(cond_kwargs), dict(uncond_kwargs)
+
+    def guided(x: Tensor, t: Tensor, **other_kwargs: Any) -> Tensor:
+        _checked_other(other_kwargs, cond_kwargs)
+        if scale == 1:
+            out_cond = out = model_fn(x, t, **cond_kwargs, **other_kwargs)
+        else:
+            out_cond, out_uncond = _both_halves(model_fn, x, t, cond_kwargs, uncond_kwargs, other_kwargs)
+            out = out_uncond + scale * (out_cond - out_uncond)  # as classifier_free_guidance, to the bit
+        inside = _interval_mask(t, interval)  # (B,)
+        if autoguidance_scale == 1 or (inside is not None and not bool(inside.any())):
+            return out
+        weak = guide_fn(x, t, **cond_kwargs, **other_kwargs)
+        if scale == 1:  # as autoguidance, to the bit
+            return _where_inside(inside, weak + autoguidance_scale * (out - weak), out)
+        return _where_inside(inside, out + (autoguidance_scale - 1) * (out_cond - weak), out)
 
     return guided
