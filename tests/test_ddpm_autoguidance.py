@@ -154,4 +154,7 @@ def test_export_again_from_a_folder_keeps_the_weights_and_adds_a_guide(tiny_ddpm
     assert not torch.allclose(gen.sample(2, label=1, seed=0), plain)
     with pytest.raises(SystemExit, match="sampling options: eta must be a finite float >= 0, got -1"):
         main(["export", "image", str(first), "-o", str(tmp_path / "bad"), "--eta", "-1"])
+    with pytest.raises(SystemExit, match="--note guide: the export records that key itself"):
+        main(["export", "image", str(first), "-o", str(tmp_path / "bad"), "--guide", str(weak_folder),
+              "--note", "guide=my words"])
     assert not (tmp_path / "bad").exists()

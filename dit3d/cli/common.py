@@ -110,6 +110,16 @@ def parse_notes(notes: list[str]) -> dict[str, str]:
     return dict(n.split("=", 1) for n in notes)
 
 
+def with_notes(provenance: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """``provenance`` with the ``--note KEY=VALUE`` arguments added; exits on a note whose
+    key the export itself records (it would overwrite, e.g., the guide's path)."""
+    parsed = parse_notes(notes)
+    clash = sorted(set(parsed) & set(provenance))
+    if clash:
+        raise SystemExit(f"--note {', '.join(clash)}: the export records that key itself; choose another name")
+    return {**provenance, **parsed}
+
+
 def ddpm_export_sampling(args: argparse.Namespace, **given: Any) -> dict[str, Any]:
     """The sampling defaults ``dit3d export`` stores, from the options given: ``--sampler``,
     ``--steps``, ``--eta`` and the command's own ``given`` options (e.g. ``guidance``), each
@@ -166,8 +176,7 @@ def ddpm_export(args: argparse.Namespace, cls: Any, from_checkpoint: Any,
         raise ValueError(f"sampling options: {e}") from None
     load_guide = lambda path: cls.from_pretrained(path) if Path(path).is_dir() else from_checkpoint(path)[0]  # noqa: E731
     set_export_guide(gen, args, load_guide, provenance)
-    provenance.update(parse_notes(args.note))
-    return gen, provenance
+    return gen, with_notes(provenance, args.note)
 
 
 def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: dict[str, Any]) -> Any:
