@@ -172,7 +172,7 @@ class VideoGenerator(DDPMGenerator):
         >>> clips.shape  # doctest: +SKIP
         torch.Size([4, 1, 8, 32, 32])
         >>> cond = VideoGenerator.from_pretrained("video-digits-cond-cpu")  # doctest: +SKIP
-        >>> threes = cond.sample(8, seed=0, digit=3)  # guided by its stored weight (4)  # doctest: +SKIP
+        >>> threes = cond.sample(8, seed=0, digit=3)  # guided by its stored weights  # doctest: +SKIP
     """
 
     KIND = "dit-video"
