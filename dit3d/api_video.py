@@ -188,7 +188,6 @@ class VideoGenerator(DDPMGenerator):
             data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
         self.data = dict(data) if data is not None else None
         self.sampling = self._checked_defaults(sampling, DEFAULT_SAMPLING)
-        self._check_guidance(self.sampling)
 
     @classmethod
     def from_lightning(cls, module: Any, data: Mapping[str, Any] | None = None,
@@ -216,6 +215,11 @@ class VideoGenerator(DDPMGenerator):
             raise ValueError(f"guidance {guidance} needs a digit to guide towards: pass digit (one, or one per "
                              "clip), or guidance=1 for clips of any digit")
         return 1.0
+
+    def _options(self, options: dict[str, Any], check_only: bool = False) -> dict[str, Any]:
+        opts = super()._options(options, check_only)
+        self._check_guidance(opts)  # here, so stored defaults (set_sampling_defaults, dit3d export) are checked too
+        return opts
 
     def _check_guidance(self, opts: Mapping[str, Any]) -> None:
         if self.num_classes == 0 and float(opts["guidance"]) != 1.0:
@@ -321,7 +325,6 @@ class VideoGenerator(DDPMGenerator):
         n = context.shape[0]
         given = check_given(self.net, given, n)  # (n, T)
         opts = self._options(options if guidance is None else {**options, "guidance": guidance})
-        self._check_guidance(opts)
         y = self.digit_labels(digit, n)  # (n,) or None
         opts["guidance"] = self.effective_guidance(opts["guidance"], y is not None,
                                                    guidance is not None or "guidance" in options)

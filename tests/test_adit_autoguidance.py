@@ -106,6 +106,9 @@ def test_bad_guides_and_options_are_refused(runs):
     with pytest.raises(ValueError, match="differ in in_dim 8 vs 4"):
         gen.set_guide(wide)
     gen.set_guide(generator(runs["weak"]))
+    both = gen.sample_arrays(2, seed=0, autoguidance=2.0, guidance=1.5)  # the two add up (guidance_sum)
+    for other in (gen.sample_arrays(2, seed=0, autoguidance=2.0), gen.sample_arrays(2, seed=0, guidance=1.5)):
+        assert any(not torch.allclose(torch.from_numpy(p), torch.from_numpy(q)) for (_, p), (_, q) in zip(both, other))
     with pytest.raises(ValueError, match="autoguidance must be a finite float"):
         gen.set_sampling_defaults(autoguidance=float("nan"))
     gen.set_sampling_defaults(autoguidance=2.0)

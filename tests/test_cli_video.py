@@ -231,3 +231,29 @@ def test_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.setattr(video, "DEFAULT_CHECKPOINT", str(tmp_path / "none"))
     with pytest.raises(SystemExit, match="dit3d export video"):
         main(["sample", "video", "-o", str(tmp_path / "x.png")])
+
+
+def test_export_refuses_guidance_for_an_unconditional_model_and_keeps_a_folders_weights(ckpt, model_dir, tmp_path):
+    for source in (ckpt, model_dir):  # a .ckpt, or a folder exported again
+        with pytest.raises(SystemExit, match="guidance does not apply to an unconditional video DiT"):
+            main(["export", "video", str(source), "-o", str(tmp_path / "bad"), "--guidance", "4"])
+    assert not (tmp_path / "bad").exists()
+    main(["export", "video", str(model_dir), "-o", str(tmp_path / "again"), "--eta", "0", "--note", "why=test"])
+    old, new = VideoGenerator.from_pretrained(model_dir), VideoGenerator.from_pretrained(tmp_path / "again")
+    assert all(torch.equal(v, new.net.state_dict()[k]) for k, v in old.net.state_dict().items())
+    assert new.sampling == {**old.sampling, "eta": 0.0} and new.data == old.data
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert config["provenance"]["source_provenance"]["wall_time"] == "30:00"
+    assert config["provenance"]["why"] == "test"
+
+
+def test_export_again_takes_a_shipped_name(tmp_path):
+    try:
+        shipped = VideoGenerator.from_pretrained("video-digits-cpu")
+    except ValueError:
+        pytest.skip("no shipped video model")
+    main(["export", "video", "video-digits-cpu", "-o", str(tmp_path / "mine"), "--steps", "20"])
+    mine = VideoGenerator.from_pretrained(tmp_path / "mine")
+    assert mine.sampling == {**shipped.sampling, "steps": 20} and mine.guide is not None
+    assert all(torch.equal(v, mine.net.state_dict()[k]) for k, v in shipped.net.state_dict().items())
+    assert json.loads((tmp_path / "mine" / "config.json").read_text())["provenance"]["source_folder"] == "video-digits-cpu"

@@ -336,3 +336,22 @@ def test_compile_option_without_a_cpp_compiler(trained, tmp_path, monkeypatch):
         main(["sample", "pointclouds", "--checkpoint", str(trained["gen_dir"]), "-n", "2", "--compile",
               "-o", str(tmp_path / "never.npy")])
     assert not (tmp_path / "never.npy").exists()
+
+
+def test_export_again_from_a_folder_settles_sampler_and_steps(trained, tmp_path, capsys):
+    fresh = json.loads((trained["gen_dir"] / "config.json").read_text())["sampling"]
+    assert (fresh["guidance"], fresh["cache_interval"]) == (1.0, 1)  # a .ckpt export: the generator's defaults
+    ddpm = tmp_path / "ddpm"
+    main(["export", "pointclouds", str(trained["gen_dir"]), "-o", str(ddpm), "--sampler", "ddpm"])
+    assert ShapeGenerator.from_pretrained(ddpm).sampling["steps"] is None
+    with pytest.raises(SystemExit, match="--steps applies to --sampler ddim only"):  # the folder samples with DDPM
+        main(["export", "pointclouds", str(ddpm), "-o", str(tmp_path / "bad"), "--steps", "3"])
+    main(["export", "pointclouds", str(ddpm), "-o", str(tmp_path / "ddim"), "--sampler", "ddim"])
+    back = ShapeGenerator.from_pretrained(tmp_path / "ddim").sampling
+    assert (back["sampler"], back["steps"]) == ("ddim", 50)  # DEFAULT_SAMPLING's 100, capped at T = 50
+    main(["export", "pointclouds", str(trained["gen_dir"]), "-o", str(tmp_path / "guided"), "--guide",
+          str(trained["ckpt"]), "--autoguidance", "1.5"])
+    again = ShapeGenerator.from_pretrained(tmp_path / "guided")
+    assert again.sampling == {**ShapeGenerator.from_pretrained(trained["gen_dir"]).sampling, "autoguidance": 1.5}
+    assert "statistics" not in capsys.readouterr().err  # a guide's checkpoint is loaded quietly
+    assert not (tmp_path / "bad").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 #: the flow-matching ODE solvers (``dit3d.objectives.flow_matching.SOLVERS``), spelled out so
@@ -84,7 +85,7 @@ def add_flow_sampling_args(p: argparse.ArgumentParser) -> None:
 def add_guidance_interval_arg(p: argparse.ArgumentParser, default: str = "the checkpoint's") -> None:
     """``--autoguidance-interval LO HI`` of the ADiT sample/evaluate/export commands."""
     p.add_argument("--autoguidance-interval", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="flow times (0 noise .. 1 data) at which the guide runs; the model alone elsewhere "
+                   help="flow times (0 noise .. 1 data) at which the guide runs; no autoguidance elsewhere "
                         f"(Kynkaanniemi et al. 2024; default: {default})")
 
 
@@ -110,36 +111,31 @@ def parse_notes(notes: list[str]) -> dict[str, str]:
     return dict(n.split("=", 1) for n in notes)
 
 
-def with_notes(provenance: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-    """``provenance`` with the ``--note KEY=VALUE`` arguments added; exits on a note whose
-    key the export itself records (it would overwrite, e.g., the guide's path)."""
-    parsed = parse_notes(notes)
-    clash = sorted(set(parsed) & set(provenance))
+def with_notes(provenance: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+    """``provenance`` with the parsed ``--note`` values (:func:`parse_notes`) added; exits on a
+    note whose key the export itself records (it would overwrite, e.g., the guide's path)."""
+    clash = sorted(set(notes) & set(provenance))
     if clash:
         raise SystemExit(f"--note {', '.join(clash)}: the export records that key itself; choose another name")
-    return {**provenance, **parsed}
+    return {**provenance, **notes}
 
 
 def ddpm_export_sampling(args: argparse.Namespace, **given: Any) -> dict[str, Any]:
-    """The sampling defaults ``dit3d export`` stores, from the options given: ``--sampler``,
-    ``--steps``, ``--eta`` and the command's own ``given`` options (e.g. ``guidance``), each
-    only where set; the rest stay the generator's ``DEFAULT_SAMPLING`` (a checkpoint) or the
-    folder's own (a re-export). DDPM stores ``steps=None`` (all T)."""
-    if args.sampler == "ddpm" and args.steps is not None:
-        raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
+    """The sampling defaults ``dit3d export`` was given: ``--sampler``, ``--steps``, ``--eta``
+    and the command's own ``given`` options (e.g. ``guidance``), each only where set; the
+    rest stay the generator's ``DEFAULT_SAMPLING`` (a checkpoint) or the folder's own (a
+    re-export). :func:`ddpm_export` settles the step count with the sampler."""
     opts = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, **given}
-    opts = {key: value for key, value in opts.items() if value is not None}
-    if args.sampler == "ddpm":
-        opts["steps"] = None
-    return opts
+    return {key: value for key, value in opts.items() if value is not None}
 
 
 def add_ddpm_export_args(p: argparse.ArgumentParser, module: str, generator: str) -> None:
     """The arguments every DDPM ``dit3d export`` takes: checkpoint or folder, ``-o``, ``--sampler``,
     ``--steps``, ``--eta``, ``--note``, ``--guide``, ``--autoguidance`` (``generator``: the
     class whose defaults unset options take)."""
-    p.add_argument("checkpoint", help=f"{module} .ckpt from `dit3d fit`, or a {generator} folder to export again "
-                                      "(weights unchanged; its provenance kept under source_provenance)")
+    p.add_argument("checkpoint", help=f"{module} .ckpt from `dit3d fit`, or a {generator} folder (or shipped name) "
+                                      "to export again (weights unchanged; its provenance kept under "
+                                      "source_provenance)")
     p.add_argument("-o", "--output", required=True, help="pretrained folder to write")
     p.add_argument("--sampler", choices=("ddim", "ddpm"),
                    help=f"default sampler (default: {generator}.DEFAULT_SAMPLING's, ddim; a folder's own)")
@@ -156,27 +152,54 @@ def add_ddpm_export_args(p: argparse.ArgumentParser, module: str, generator: str
                                                       "a folder's own)")
 
 
-def ddpm_export(args: argparse.Namespace, cls: Any, from_checkpoint: Any,
-                sampling: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _export_folder(source: str) -> Path | None:
+    """The pretrained folder ``source`` names (a path or a shipped name), or ``None`` for a checkpoint file."""
+    from dit3d.pretrained import SHIPPED, resolve_pretrained
+
+    return resolve_pretrained(source) if Path(source).is_dir() or source in SHIPPED else None
+
+
+def _steps_for(sampler: str, gen: Any, sampling: dict[str, Any], given_steps: int | None,
+               default_steps: int) -> dict[str, Any]:
+    """``sampling`` with the step count settled for the stored ``sampler``: none for DDPM (all
+    T; ``--steps`` is an error), and for DDIM in place of a DDPM folder's ``None`` the
+    generator's default, at most T."""
+    if sampler == "ddpm":
+        if given_steps is not None:
+            raise SystemExit("--steps applies to --sampler ddim only; DDPM runs all T steps")
+        return {**sampling, "steps": None}
+    if gen.sampling.get("steps") is None and given_steps is None:
+        return {**sampling, "steps": min(default_steps, gen.diffusion.num_timesteps)}
+    return sampling
+
+
+def ddpm_export(args: argparse.Namespace, cls: type, from_checkpoint: Callable[..., tuple[Any, dict[str, Any]]],
+                sampling: dict[str, Any], default_steps: int) -> tuple[Any, dict[str, Any]]:
     """The generator and provenance a DDPM ``dit3d export`` saves: from the ``dit3d fit``
-    checkpoint ``args.checkpoint`` (``from_checkpoint(path)`` returns the generator of ``cls``
-    and its provenance) or from a pretrained folder of ``cls`` (its weights unchanged, its
-    provenance nested under ``source_provenance``), with the ``sampling`` defaults given
-    (:func:`ddpm_export_sampling`), ``--guide`` and ``--autoguidance``."""
-    source = Path(args.checkpoint)
-    if source.is_dir():
-        gen = cls.from_pretrained(source)  # names the folder in its errors
-        stored = json.loads((source / "config.json").read_text()).get("provenance")
-        provenance = {"source_folder": str(source), "source_provenance": stored}
+    checkpoint ``args.checkpoint`` (``from_checkpoint(path, quiet)`` returns the generator of
+    ``cls`` and its provenance) or from a pretrained folder of ``cls`` (its weights unchanged,
+    its provenance nested under ``source_provenance``), with the ``sampling`` defaults given
+    (:func:`ddpm_export_sampling`; ``default_steps``: the DDIM steps of ``cls``'s defaults),
+    ``--guide``, ``--autoguidance`` and ``--note``."""
+    notes = parse_notes(args.note)  # a malformed note fails before anything loads
+    folder = _export_folder(args.checkpoint)
+    if folder is not None:
+        gen = cls.from_pretrained(folder)  # names the folder in its errors
+        stored = json.loads((folder / "config.json").read_text()).get("provenance")
+        provenance = {"source_folder": str(args.checkpoint), "source_provenance": stored}
     else:
-        gen, provenance = from_checkpoint(args.checkpoint)
+        gen, provenance = from_checkpoint(args.checkpoint, False)
+    sampler = sampling.get("sampler", gen.sampling["sampler"])
     try:
-        gen.set_sampling_defaults(**sampling)
+        gen.set_sampling_defaults(**_steps_for(sampler, gen, sampling, args.steps, default_steps))
     except ValueError as e:
         raise ValueError(f"sampling options: {e}") from None
-    load_guide = lambda path: cls.from_pretrained(path) if Path(path).is_dir() else from_checkpoint(path)[0]  # noqa: E731
+
+    def load_guide(path: str) -> Any:  # a guide's own provenance is not kept: no warnings about it
+        return cls.from_pretrained(path) if _export_folder(path) is not None else from_checkpoint(path, True)[0]
+
     set_export_guide(gen, args, load_guide, provenance)
-    return gen, with_notes(provenance, args.note)
+    return gen, with_notes(provenance, notes)
 
 
 def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: dict[str, Any]) -> Any:
@@ -198,13 +221,13 @@ def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: 
     return gen
 
 
-def fit_provenance(checkpoint: str, ckpt: dict[str, Any], notes: dict[str, str]) -> dict[str, Any]:
+def fit_provenance(checkpoint: str, ckpt: dict[str, Any]) -> dict[str, Any]:
     """Provenance of a folder exported from the ``dit3d fit`` checkpoint at ``checkpoint``
     whose dict ``ckpt`` the module loader has read (``load_lightning_checkpoint``): the path,
-    its epoch and step, the data module's settings (``data``) and the ``--note`` values."""
+    its epoch and step and the data module's settings (``data``)."""
     data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     return {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"), "global_step": ckpt.get("global_step"),
-            "data": data or None, **notes}
+            "data": data or None}
 
 
 def report(result: dict[str, Any], out: str | Path | None) -> None:

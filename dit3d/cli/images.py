@@ -264,10 +264,12 @@ def _versions() -> dict[str, str]:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     """Register ``dit3d export image``: the DDPM export arguments plus a default ``--guidance``."""
-    p = sub.add_parser("image", help="turn an image-DiT Lightning checkpoint into a pretrained folder",
+    p = sub.add_parser("image", help="turn an image-DiT Lightning checkpoint (or folder) into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the class names and default sampling "
                                    "options; the provenance records the checkpoint, its epoch and step, the data "
-                                   "module's settings and any --note KEY=VALUE.")
+                                   "module's settings and any --note KEY=VALUE. Given a pretrained folder instead, "
+                                   "export it again: same weights, the options given changed, its provenance under "
+                                   "source_provenance.")
     add_ddpm_export_args(p, "ImageDiTModule", "ImageGenerator")
     p.add_argument("--guidance", type=float, help="default classifier-free guidance scale (default: "
                                                   "ImageGenerator's, 4; a folder's own)")
@@ -276,15 +278,15 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     """Run ``dit3d export image``: save an ``ImageDiTModule`` checkpoint (or an image folder) as a pretrained folder."""
-    from dit3d.api_images import ImageGenerator
+    from dit3d.api_images import DEFAULT_SAMPLING, ImageGenerator
     from dit3d.models import ImageDiTModule
     from dit3d.models.checkpoint import load_lightning_checkpoint
 
-    def from_checkpoint(path: str) -> tuple[ImageGenerator, dict]:
+    def from_checkpoint(path: str, quiet: bool) -> tuple[ImageGenerator, dict]:
         module, ckpt = load_lightning_checkpoint(path, ImageDiTModule)
-        return ImageGenerator.from_lightning(module), fit_provenance(path, ckpt, {})
+        return ImageGenerator.from_lightning(module), fit_provenance(path, ckpt)
 
     sampling = ddpm_export_sampling(args, guidance=args.guidance)
-    gen, provenance = ddpm_export(args, ImageGenerator, from_checkpoint, sampling)
+    gen, provenance = ddpm_export(args, ImageGenerator, from_checkpoint, sampling, DEFAULT_SAMPLING["steps"])
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, add_guidance_interval_arg, apply_int8,
-                              flow_sampling_options, positive_int, report, set_export_guide, with_notes)
+                              flow_sampling_options, parse_notes, positive_int, report, set_export_guide,
+                              with_notes)
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -175,6 +176,7 @@ def run_export(args: argparse.Namespace) -> None:
     from dit3d.models.adit_latent import load_autoencoder
 
     # the sampling defaults given (unset: a .ckpt gets the generator's, a folder keeps its own)
+    notes = parse_notes(args.note)  # a malformed note fails before anything loads
     overrides = {k: v for k, v in flow_sampling_options(args).items() if k != "autoguidance"}
     gen, provenance, dtype = _export_source(args.checkpoint, overrides)
     if args.autoencoder is not None:
@@ -184,6 +186,6 @@ def run_export(args: argparse.Namespace) -> None:
             raise ValueError(f"--autoencoder {args.autoencoder}: {e}") from None  # main adds the command
         provenance["autoencoder"] = str(args.autoencoder)
     set_export_guide(gen, args, lambda path: _export_source(path, {})[0], provenance)
-    gen.save_pretrained(args.output, extra={"provenance": with_notes(provenance, args.note)},
+    gen.save_pretrained(args.output, extra={"provenance": with_notes(provenance, notes)},
                         weights_dtype=args.weights_dtype or dtype)
     print(f"wrote {args.output}", file=sys.stderr)

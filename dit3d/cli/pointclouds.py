@@ -92,9 +92,11 @@ def run_sample(args: argparse.Namespace) -> None:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     """Register ``dit3d export pointclouds``: the DDPM export arguments plus default guidance and cache interval."""
-    p = sub.add_parser("pointclouds", help="turn a DiT-3D Lightning checkpoint into a pretrained folder",
+    p = sub.add_parser("pointclouds", help="turn a DiT-3D Lightning checkpoint (or folder) into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the data normalisation and category "
-                                   "names saved by PointCloudDataModule, and default sampling options.")
+                                   "names saved by PointCloudDataModule, and default sampling options. Given a "
+                                   "pretrained folder instead, export it again: same weights, the options given "
+                                   "changed, its provenance under source_provenance.")
     add_ddpm_export_args(p, "DiT3DModule", "ShapeGenerator")
     p.add_argument("--guidance", type=float, help="default classifier-free guidance weight (default 1: none; a "
                                                   "folder's own)")
@@ -105,18 +107,19 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    """Run ``dit3d export pointclouds``: save a ``DiT3DModule`` checkpoint (or a shapes folder) as a pretrained folder."""
-    from dit3d.api_shapes import ShapeGenerator, load_dit3d_checkpoint
+    """Run ``dit3d export pointclouds``: save a ``DiT3DModule`` checkpoint (or a shapes folder) as a pretrained
+    folder."""
+    from dit3d.api_shapes import DEFAULT_SAMPLING, ShapeGenerator, load_dit3d_checkpoint
 
-    def from_checkpoint(path: str) -> tuple[ShapeGenerator, dict]:
+    def from_checkpoint(path: str, quiet: bool) -> tuple[ShapeGenerator, dict]:
         module, stats = load_dit3d_checkpoint(path)
-        if stats is None:
+        if stats is None and not quiet:
             print(f"warning: {path} holds no PointCloudDataModule statistics; samples will stay in the "
                   "training frame", file=sys.stderr)
         return ShapeGenerator.from_lightning(module, stats), {"checkpoint": str(path)}
 
     sampling = ddpm_export_sampling(args, guidance=args.guidance, cache_interval=args.cache_interval)
-    gen, provenance = ddpm_export(args, ShapeGenerator, from_checkpoint, sampling)
+    gen, provenance = ddpm_export(args, ShapeGenerator, from_checkpoint, sampling, DEFAULT_SAMPLING["steps"])
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)
 

@@ -359,11 +359,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     """Register ``dit3d export video``: the DDPM export arguments plus a default ``--guidance``."""
-    p = sub.add_parser("video", help="turn a video-DiT Lightning checkpoint into a pretrained folder",
+    p = sub.add_parser("video", help="turn a video-DiT Lightning checkpoint (or folder) into a pretrained folder",
                        description="Store the EMA network, the DDPM schedule, the moving-digits settings of the "
                                    "training data and default sampling options; the provenance records the "
                                    "checkpoint, its epoch and step, the data module's settings and any --note "
-                                   "KEY=VALUE.")
+                                   "KEY=VALUE. Given a pretrained folder instead, export it again: same weights, "
+                                   "the options given changed, its provenance under source_provenance.")
     add_ddpm_export_args(p, "VideoDiTModule", "VideoGenerator")
     p.add_argument("--guidance", type=float,
                    help="class-conditional models: default classifier-free guidance weight when a digit is asked "
@@ -373,16 +374,16 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     """Run ``dit3d export video``: save a ``VideoDiTModule`` checkpoint (or a video folder) as a pretrained folder."""
-    from dit3d.api_video import VideoGenerator, data_settings
+    from dit3d.api_video import DEFAULT_SAMPLING, VideoGenerator, data_settings
     from dit3d.models import VideoDiTModule
     from dit3d.models.checkpoint import load_lightning_checkpoint
 
-    def from_checkpoint(path: str) -> tuple[VideoGenerator, dict]:
+    def from_checkpoint(path: str, quiet: bool) -> tuple[VideoGenerator, dict]:
         module, ckpt = load_lightning_checkpoint(path, VideoDiTModule)
-        provenance = fit_provenance(path, ckpt, {})
+        provenance = fit_provenance(path, ckpt)
         return VideoGenerator.from_lightning(module, data=data_settings(provenance["data"])), provenance
 
     sampling = ddpm_export_sampling(args, guidance=args.guidance)
-    gen, provenance = ddpm_export(args, VideoGenerator, from_checkpoint, sampling)
+    gen, provenance = ddpm_export(args, VideoGenerator, from_checkpoint, sampling, DEFAULT_SAMPLING["steps"])
     gen.save_pretrained(args.output, extra={"provenance": provenance})
     print(f"wrote {args.output}", file=sys.stderr)

@@ -52,7 +52,7 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
     """Integrate the flow from noise to de-standardised latents, with classifier-free
     guidance towards system kind ``kind`` (scale 1: the conditional model alone) and/or
     autoguidance by ``guide``, a weaker latent DiT of the same latents (scale 1: off) at
-    the flow times in ``autoguidance_interval`` (the model alone elsewhere); both at once
+    the flow times in ``autoguidance_interval`` (no autoguidance elsewhere); both at once
     add up (:func:`~dit3d.objectives.guidance_sum`).
 
     ``x0`` (standardised, zero at padding) replaces the drawn noise; with ``t_start`` it is

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from dit3d.checks import check_autoguided_call
 from dit3d.nn import branch_caching, eval_mode
-from dit3d.objectives import GaussianDiffusion, autoguidance, guidance_sum
+from dit3d.objectives import GaussianDiffusion, guidance_sum
 
 SAMPLERS = ("ddpm", "ddim")
 
@@ -71,7 +71,7 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
         raise ValueError(f"guidance {guidance} needs a label to guide towards: pass label (a class, or one "
                          "per sample), or leave guidance at 1 for unconditional (null-class) samples")
     if null is None or label is None:  # y=None: any class (the null class of a conditional model)
-        return model if autoguidance_scale == 1 else autoguidance(model, guide, autoguidance_scale)
+        return model if autoguidance_scale == 1 else guidance_sum(model, guide, 1.0, autoguidance_scale, {}, {})
     y = sample_labels(label, num_samples, null, next(model.parameters()).device)  # (B,)
     return guidance_sum(model, guide, guidance, autoguidance_scale, {"y": y}, {"y": torch.full_like(y, null)})
 
