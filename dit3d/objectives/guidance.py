@@ -73,6 +73,45 @@ def _merge_kwargs(cond: Mapping[str, Any], uncond: Mapping[str, Any], other: Map
     return merged
 
 
+def _checked_kwargs(cond_kwargs: Mapping[str, Any], uncond_kwargs: Mapping[str, Any]) -> None:
+    if set(cond_kwargs) != set(uncond_kwargs):
+        raise ValueError(f"cond_kwargs keys {sorted(cond_kwargs)} and uncond_kwargs keys "
+                         f"{sorted(uncond_kwargs)} must be the same")
+
+
+def _checked_other(other_kwargs: Mapping[str, Any], cond_kwargs: Mapping[str, Any]) -> None:
+    clash = set(other_kwargs) & set(cond_kwargs)
+    if clash:
+        raise ValueError(f"kwargs {sorted(clash)} are given both to the guided call and in cond_kwargs")
+
+
+def _both_halves(model_fn: ModelFn, x: Tensor, t: Tensor, cond_kwargs: Mapping[str, Any],
+                 uncond_kwargs: Mapping[str, Any], other_kwargs: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+    """The conditional and unconditional predictions from one call on the doubled batch."""
+    batch_size = x.shape[0]
+    _check_batched(t, batch_size, "t")
+    kwargs = _merge_kwargs(cond_kwargs, uncond_kwargs, other_kwargs, batch_size)
+    out_cond, out_uncond = model_fn(torch.cat([x, x]), torch.cat([t, t]), **kwargs).chunk(2)
+    return out_cond, out_uncond
+
+
+def _interval_mask(t: Tensor, interval: tuple[float, float] | None) -> Tensor | None:
+    """``(B,)`` bool: the times inside ``interval`` (``None``: no interval, guide everywhere)."""
+    return None if interval is None else (t >= interval[0]) & (t <= interval[1])
+
+
+def _check_interval(interval: tuple[float, float] | None) -> None:
+    if interval is not None and not (len(interval) == 2 and interval[0] <= interval[1]):
+        raise ValueError(f"interval must be (lo, hi) with lo <= hi, got {interval!r}")
+
+
+def _where_inside(inside: Tensor | None, guided: Tensor, plain: Tensor) -> Tensor:
+    """``guided`` at the samples whose time is inside the interval, ``plain`` elsewhere."""
+    if inside is None or bool(inside.all()):
+        return guided
+    return torch.where(inside.reshape(-1, *([1] * (plain.dim() - 1))), guided, plain)  # (B, ...)
+
+
 def classifier_free_guidance(model_fn: ModelFn, scale: float, cond_kwargs: Mapping[str, Any],
                              uncond_kwargs: Mapping[str, Any]) -> ModelFn:
     r"""Wrap ``model_fn`` into a guided model ``f(x, t, **other_kwargs)`` for the samplers.
@@ -113,45 +152,6 @@ def classifier_free_guidance(model_fn: ModelFn, scale: float, cond_kwargs: Mappi
         return out_uncond + scale * (out_cond - out_uncond)
 
     return guided
-
-
-def _checked_kwargs(cond_kwargs: Mapping[str, Any], uncond_kwargs: Mapping[str, Any]) -> None:
-    if set(cond_kwargs) != set(uncond_kwargs):
-        raise ValueError(f"cond_kwargs keys {sorted(cond_kwargs)} and uncond_kwargs keys "
-                         f"{sorted(uncond_kwargs)} must be the same")
-
-
-def _checked_other(other_kwargs: Mapping[str, Any], cond_kwargs: Mapping[str, Any]) -> None:
-    clash = set(other_kwargs) & set(cond_kwargs)
-    if clash:
-        raise ValueError(f"kwargs {sorted(clash)} are given both to the guided call and in cond_kwargs")
-
-
-def _both_halves(model_fn: ModelFn, x: Tensor, t: Tensor, cond_kwargs: Mapping[str, Any],
-                 uncond_kwargs: Mapping[str, Any], other_kwargs: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
-    """The conditional and unconditional predictions from one call on the doubled batch."""
-    batch_size = x.shape[0]
-    _check_batched(t, batch_size, "t")
-    kwargs = _merge_kwargs(cond_kwargs, uncond_kwargs, other_kwargs, batch_size)
-    out_cond, out_uncond = model_fn(torch.cat([x, x]), torch.cat([t, t]), **kwargs).chunk(2)
-    return out_cond, out_uncond
-
-
-def _interval_mask(t: Tensor, interval: tuple[float, float] | None) -> Tensor | None:
-    """``(B,)`` bool: the times inside ``interval`` (``None``: no interval, guide everywhere)."""
-    return None if interval is None else (t >= interval[0]) & (t <= interval[1])
-
-
-def _check_interval(interval: tuple[float, float] | None) -> None:
-    if interval is not None and not (len(interval) == 2 and interval[0] <= interval[1]):
-        raise ValueError(f"interval must be (lo, hi) with lo <= hi, got {interval!r}")
-
-
-def _where_inside(inside: Tensor | None, guided: Tensor, plain: Tensor) -> Tensor:
-    """``guided`` at the samples whose time is inside the interval, ``plain`` elsewhere."""
-    if inside is None or bool(inside.all()):
-        return guided
-    return torch.where(inside.reshape(-1, *([1] * (plain.dim() - 1))), guided, plain)  # (B, ...)
 
 
 def autoguidance(model_fn: ModelFn, guide_fn: ModelFn, scale: float,
