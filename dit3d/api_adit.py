@@ -8,7 +8,7 @@ loads as a :class:`~dit3d.api.MoleculeGenerator` and as a :class:`~dit3d.api.Cry
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -67,6 +67,9 @@ class ADiTGenerator:
         atom_count_hist: ``(2, M + 1)`` counts of training systems with ``n`` atoms, per
             kind (a ``(M + 1,)`` histogram is read as molecules only, the layout of older folders).
         sampling: defaults for :data:`SAMPLING_OPTIONS`.
+        kind_sampling: per-kind overrides of ``sampling`` for a joint model, e.g.
+            ``{"molecule": {"autoguidance": 4.0}}``: what the generator of that kind samples
+            with instead (:meth:`set_sampling_defaults` with ``kind``).
         flow_config: the :class:`~dit3d.objectives.FlowMatching` arguments (saved with the weights).
         compositions, composition_weight: for a DiT conditioned on each atom's element
             (``token_classes``): the training compositions ``(F, Z + 1)`` (element counts)
@@ -87,7 +90,7 @@ class ADiTGenerator:
                  latent_std: Tensor, atom_count_hist: Tensor, sampling: dict[str, Any] | None = None,
                  flow_config: dict[str, Any] | None = None, compositions: Tensor | None = None,
                  composition_weight: Tensor | None = None, element_kinds: Sequence[int] | None = None,
-                 guide: DiT | None = None) -> None:
+                 guide: DiT | None = None, kind_sampling: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         hist = atom_count_hist.detach().cpu().float()
         if hist.dim() == 1:  # folders written before crystals: molecules only
             hist = torch.stack([hist, torch.zeros_like(hist)])
@@ -105,9 +108,11 @@ class ADiTGenerator:
         self.guide: DiT | None = None
         if guide is not None:
             self.set_guide(guide)
-        self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}  # folders written before temperature existed sample at 1
         self.flow_config = flow_config or {}
-        self._options(1, {})  # bad defaults (steps, solver, guidance, temperature) fail here, not at sampling
+        self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}  # older folders: options added since at default
+        self.shared_sampling = self._options(1, {})
+        self.kind_sampling = self._check_kind_sampling(kind_sampling or {})
+        self.sampling = self._effective_sampling()  # bad defaults (steps, solver, ...) fail here, not at sampling
 
     def _check_compositions(self, dit: DiT, table: Tensor | None,
                             weight: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
@@ -166,11 +171,38 @@ class ADiTGenerator:
         self.latent_mean, self.latent_std = self.latent_mean.to(device), self.latent_std.to(device)
         return self
 
-    def set_sampling_defaults(self, **options: Any) -> ADiTGenerator:
+    def set_sampling_defaults(self, kind: str | None = None, **options: Any) -> ADiTGenerator:
         """Change the stored sampling defaults (:data:`SAMPLING_OPTIONS`; saved by
-        :meth:`save_pretrained`), checked before anything changes."""
-        self.sampling = self._options(1, options)
+        :meth:`save_pretrained`), checked before anything changes. With ``kind``
+        (``"molecule"`` or ``"crystal"``) they apply only when the model samples that kind (a
+        joint model's molecules, say, while its crystals keep the shared defaults); without,
+        they change the shared defaults and replace every kind's overrides of those options."""
+        if kind is not None and kind not in KIND_NAMES:
+            raise ValueError(f"kind must be one of {KIND_NAMES} (or None: every kind), got {kind!r}")
+        checked = self._options(1, {**self.shared_sampling, **self.kind_sampling.get(kind, {}), **options})
+        options = {k: checked[k] for k in options}
+        if kind is None:
+            self.shared_sampling = {**self.shared_sampling, **options}
+            overrides = {k: {o: v for o, v in opts.items() if o not in options} for k, opts in self.kind_sampling.items()}
+        else:
+            overrides = {**self.kind_sampling, kind: {**self.kind_sampling.get(kind, {}), **options}}
+        self.kind_sampling = {k: opts for k, opts in overrides.items() if opts}
+        self.sampling = self._effective_sampling()
         return self
+
+    def _check_kind_sampling(self, kind_sampling: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Per-kind overrides, their kinds and options named correctly and their values valid."""
+        out = {}
+        for kind, options in kind_sampling.items():
+            if kind not in KIND_NAMES:
+                raise ValueError(f"kind_sampling kinds must be among {KIND_NAMES}, got {kind!r}")
+            self._options(1, {**self.shared_sampling, **options})  # the values must make a valid set
+            out[kind] = dict(options)
+        return out
+
+    def _effective_sampling(self) -> dict[str, Any]:
+        """The checked defaults this generator samples with: the shared ones and its kind's overrides."""
+        return self._options(1, {**self.shared_sampling, **self.kind_sampling.get(KIND_NAMES[self.SYSTEM], {})})
 
     def set_guide(self, guide: DiT | ADiTGenerator | None) -> ADiTGenerator:
         """Guide sampling with ``guide`` from now on when the ``autoguidance`` option is not 1
@@ -186,7 +218,8 @@ class ADiTGenerator:
                 other latents.
         """
         if guide is None:
-            check_guide_unused(self.sampling)
+            for options in (self.shared_sampling, *self.kind_sampling.values()):
+                check_guide_unused(options)
             self.guide = None
             return self
         if isinstance(guide, ADiTGenerator):
@@ -304,7 +337,7 @@ class ADiTGenerator:
             return cls(ae.eval(), dit.eval(), flow, weights["latent_mean"], weights["latent_std"],
                        weights["atom_count_hist"], config.get("sampling"), config["flow"],
                        weights.get("compositions"), weights.get("composition_weight"), config.get("element_kinds"),
-                       guide)
+                       guide, config.get("kind_sampling"))
         except ValueError as e:  # e.g. bad stored sampling defaults, a histogram of the wrong shape
             raise PretrainedError(f"{directory}: {e}; re-export the model") from None
 
@@ -333,7 +366,9 @@ class ADiTGenerator:
         if self.compositions is not None:
             state |= {"compositions": self.compositions, "composition_weight": self.composition_weight}
         config = {"autoencoder": self.autoencoder.config, "dit": self.dit.config, "flow": self.flow_config,
-                  "sampling": self.sampling, "weights_dtype": weights_dtype}
+                  "sampling": self.shared_sampling, "weights_dtype": weights_dtype}
+        if self.kind_sampling:
+            config["kind_sampling"] = self.kind_sampling
         if self.element_kinds:
             config["element_kinds"] = list(self.element_kinds)
         if self.guide is not None:

@@ -173,3 +173,41 @@ def test_export_and_sample_with_a_guide_from_the_command_line(runs, tmp_path):
         bad = tmp_path / "bad"
         proc = run_cli("export", "molecules", runs["strong"], "-o", bad, "--autoguidance", "2", *args)
         assert proc.returncode != 0 and message in proc.stderr and not bad.exists(), proc.stderr[-2000:]
+
+
+def test_sampling_defaults_for_one_kind_of_a_joint_model(tmp_path):
+    from dit3d.api import CrystalGenerator
+
+    try:
+        joint = MoleculeGenerator.from_pretrained("adit-joint-cpu")
+    except ValueError:
+        pytest.skip("no shipped joint model")
+    shared = dict(joint.shared_sampling)  # the shipped folder: molecules at 4, crystals at the shared 2
+    assert joint.kind_sampling == {"molecule": {"autoguidance": 4.0}} and shared["autoguidance"] == 2.0
+    joint.set_sampling_defaults("molecule", autoguidance=3.0)
+    assert joint.sampling == {**shared, "autoguidance": 3.0} and joint.shared_sampling == shared
+    joint.save_pretrained(tmp_path / "j")
+    config = json.loads((tmp_path / "j" / "config.json").read_text())
+    assert config["sampling"] == shared and config["kind_sampling"] == {"molecule": {"autoguidance": 3.0}}
+    assert MoleculeGenerator.from_pretrained(tmp_path / "j").sampling["autoguidance"] == 3.0
+    crystals = CrystalGenerator.from_pretrained(tmp_path / "j")
+    assert crystals.sampling == shared and crystals.kind_sampling == {"molecule": {"autoguidance": 3.0}}
+    crystals.set_sampling_defaults("crystal", steps=10)
+    assert crystals.sampling["steps"] == 10 and crystals.kind_sampling["crystal"] == {"steps": 10}
+    crystals.set_sampling_defaults(autoguidance=3.0)  # shared: replaces every kind's override of it
+    assert crystals.kind_sampling == {"crystal": {"steps": 10}} and crystals.shared_sampling["autoguidance"] == 3.0
+    with pytest.raises(ValueError, match="kind must be one of"):
+        crystals.set_sampling_defaults("crystals", steps=3)
+    with pytest.raises(ValueError, match="steps must be"):
+        crystals.set_sampling_defaults("molecule", steps=0)
+    config["kind_sampling"] = {"molecule": {"solver": "rk45"}}  # a bad stored override fails at load, named
+    (tmp_path / "j" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="rk45"):
+        CrystalGenerator.from_pretrained(tmp_path / "j")
+    main_args = ["export", "crystals", "adit-joint-cpu", "-o", str(tmp_path / "k"), "--autoguidance", "5",
+                 "--for-kind", "molecule"]
+    from dit3d.cli import main
+
+    main(main_args)
+    config = json.loads((tmp_path / "k" / "config.json").read_text())
+    assert config["sampling"] == shared and config["kind_sampling"] == {"molecule": {"autoguidance": 5.0}}

@@ -158,7 +158,9 @@ def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder
     if not (folder / "model.safetensors").is_file():
         pytest.skip("no shipped joint model")
     config = json.loads((folder / "config.json").read_text())
-    provenance = config["provenance"]
+    # since 2026-11-30 its molecules sample with autoguidance 4, crystals with the shared 2 (a re-export: records nest)
+    assert config["kind_sampling"] == {"molecule": {"autoguidance": 4.0}}
+    provenance = config["provenance"]["source_provenance"]
     # the annealed model re-exported with its pre-anneal self as autoguidance guide: its own record nests
     assert config["sampling"]["autoguidance"] == 2.0 and "guide" in config and "d31b07f" in provenance["guide_source"]
     provenance = provenance["source_provenance"]
@@ -168,6 +170,8 @@ def test_the_shipped_joint_folder_samples_both_kinds_with_its_fine_tuned_decoder
     assert "joint_ldm_300_cpu.yaml --ckpt_path runs/adit_joint_ldm_long_cpu" in provenance["command_latent"]
     assert "joint_ldm_elem_warm_cpu.yaml" in provenance["command_warm_start"]  # then molecules got their elements
     assert "joint_ldm_elem_anneal_cpu.yaml" in provenance["command_anneal"]  # then the learning rate decayed to 0
+    assert CrystalGenerator.from_pretrained("adit-joint-cpu").sampling["autoguidance"] == 2.0
+    assert MoleculeGenerator.from_pretrained("adit-joint-cpu").sampling["autoguidance"] == 4.0
     crystals = CrystalGenerator.from_pretrained("adit-joint-cpu").sample_set(3, seed=0, steps=4)
     assert crystals.num_records == 3 and all(s.volume > 0 for s in crystals.structures)
     gen = MoleculeGenerator.from_pretrained("adit-joint-cpu")

@@ -152,7 +152,7 @@ def add_ddpm_export_args(p: argparse.ArgumentParser, module: str, generator: str
                                                       "a folder's own)")
 
 
-def _export_folder(source: str) -> Path | None:
+def export_folder(source: str) -> Path | None:
     """The pretrained folder ``source`` names (a path or a shipped name), or ``None`` for a checkpoint file."""
     from dit3d.pretrained import SHIPPED, resolve_pretrained
 
@@ -182,7 +182,7 @@ def ddpm_export(args: argparse.Namespace, cls: type, from_checkpoint: Callable[.
     (:func:`ddpm_export_sampling`; ``default_steps``: the DDIM steps of ``cls``'s defaults),
     ``--guide``, ``--autoguidance`` and ``--note``."""
     notes = parse_notes(args.note)  # a malformed note fails before anything loads
-    folder = _export_folder(args.checkpoint)
+    folder = export_folder(args.checkpoint)
     if folder is not None:
         gen = cls.from_pretrained(folder)  # names the folder in its errors
         stored = json.loads((folder / "config.json").read_text()).get("provenance")
@@ -196,15 +196,17 @@ def ddpm_export(args: argparse.Namespace, cls: type, from_checkpoint: Callable[.
         raise ValueError(f"sampling options: {e}") from None
 
     def load_guide(path: str) -> Any:  # a guide's own provenance is not kept: no warnings about it
-        return cls.from_pretrained(path) if _export_folder(path) is not None else from_checkpoint(path, True)[0]
+        return cls.from_pretrained(path) if export_folder(path) is not None else from_checkpoint(path, True)[0]
 
     set_export_guide(gen, args, load_guide, provenance)
     return gen, with_notes(provenance, notes)
 
 
-def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: dict[str, Any]) -> Any:
+def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: dict[str, Any],
+                     defaults: dict[str, Any] | None = None) -> Any:
     """Store ``--guide`` (a checkpoint, made a generator by ``load(path)``) in ``gen`` and set
-    the ``--autoguidance`` default; errors name the option. Records the guide in ``provenance``."""
+    the ``--autoguidance`` default (``defaults``: further ``set_sampling_defaults`` arguments,
+    e.g. an ADiT ``kind``); errors name the option. Records the guide in ``provenance``."""
     if args.guide is not None:
         try:
             gen.set_guide(load(args.guide))
@@ -215,7 +217,7 @@ def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: 
         provenance["guide"] = str(args.guide)
     if args.autoguidance is not None:
         try:
-            gen.set_sampling_defaults(autoguidance=args.autoguidance)
+            gen.set_sampling_defaults(**(defaults or {}), autoguidance=args.autoguidance)
         except ValueError as e:
             raise ValueError(f"--autoguidance: {e}") from None
     return gen

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, add_guidance_interval_arg, apply_int8,
-                              flow_sampling_options, parse_notes, positive_int, report, set_export_guide,
-                              with_notes)
+                              export_folder, flow_sampling_options, parse_notes, positive_int, report,
+                              set_export_guide, with_notes)
 
 
 def add_sample(sub: argparse._SubParsersAction) -> None:
@@ -144,23 +144,27 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dtype", choices=("float32", "float16"),
                    help="float16 halves the folder; sampling still computes in float32 (default: float32 for a "
                         ".ckpt, a folder's own)")
+    p.add_argument("--for-kind", choices=("molecule", "crystal"),
+                   help="a joint model: the sampling options given apply only when it samples this kind (the "
+                        "other kind keeps the shared defaults); default: every kind")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the config (repeatable)")
     p.set_defaults(run=run_export)
 
 
-def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any], str]:
+def _export_source(path: str, overrides: dict[str, Any], kind: str | None = None) -> tuple[Any, dict[str, Any], str]:
     """The generator to export, from a stage-2 ``.ckpt`` or a pretrained folder, with the
-    sampling ``overrides`` applied; the provenance it carries (a folder's earlier one) and
-    its weights dtype (a folder's own, else float32)."""
+    sampling ``overrides`` applied (for every kind, or only for ``kind``); the provenance it
+    carries (a folder's earlier one) and its weights dtype (a folder's own, else float32)."""
     from dit3d.api import CrystalGenerator, MoleculeGenerator
     from dit3d.api_adit import FOLDER_KINDS, trained_kinds
     from dit3d.models.adit_latent import load_latent_checkpoint
     from dit3d.pretrained import load_pretrained
 
-    if Path(path).is_dir():
-        config, weights = load_pretrained(path, tuple(FOLDER_KINDS.values()))  # names the folder in its errors
+    folder = export_folder(path)  # a folder or a shipped name
+    if folder is not None:
+        config, weights = load_pretrained(folder, tuple(FOLDER_KINDS.values()))  # names the folder in its errors
         cls = CrystalGenerator if config["kind"] == "adit-crystals" else MoleculeGenerator
-        gen = cls.from_loaded(path, config, weights).set_sampling_defaults(**overrides)  # bad overrides fail here
+        gen = cls.from_loaded(folder, config, weights).set_sampling_defaults(kind, **overrides)  # bad ones fail here
         provenance = {"source_folder": str(path), "source_provenance": config.get("provenance")}
         return gen, provenance, config.get("weights_dtype", "float32")
     module = load_latent_checkpoint(path)
@@ -168,7 +172,7 @@ def _export_source(path: str, overrides: dict[str, Any]) -> tuple[Any, dict[str,
     if not kinds:
         raise SystemExit(f"{path}: its atom-count histograms are empty; was training started?")
     cls = MoleculeGenerator if kinds[0] == 0 else CrystalGenerator  # either saves every trained kind
-    return cls.from_lightning(module, overrides), {"checkpoint": str(path)}, "float32"
+    return cls.from_lightning(module).set_sampling_defaults(kind, **overrides), {"checkpoint": str(path)}, "float32"
 
 
 def run_export(args: argparse.Namespace) -> None:
@@ -178,14 +182,14 @@ def run_export(args: argparse.Namespace) -> None:
     # the sampling defaults given (unset: a .ckpt gets the generator's, a folder keeps its own)
     notes = parse_notes(args.note)  # a malformed note fails before anything loads
     overrides = {k: v for k, v in flow_sampling_options(args).items() if k != "autoguidance"}
-    gen, provenance, dtype = _export_source(args.checkpoint, overrides)
+    gen, provenance, dtype = _export_source(args.checkpoint, overrides, args.for_kind)
     if args.autoencoder is not None:
         try:
             gen.replace_autoencoder(load_autoencoder(args.autoencoder))
         except ValueError as e:
             raise ValueError(f"--autoencoder {args.autoencoder}: {e}") from None  # main adds the command
         provenance["autoencoder"] = str(args.autoencoder)
-    set_export_guide(gen, args, lambda path: _export_source(path, {})[0], provenance)
+    set_export_guide(gen, args, lambda path: _export_source(path, {})[0], provenance, {"kind": args.for_kind})
     gen.save_pretrained(args.output, extra={"provenance": with_notes(provenance, notes)},
                         weights_dtype=args.weights_dtype or dtype)
     print(f"wrote {args.output}", file=sys.stderr)
