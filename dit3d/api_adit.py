@@ -176,9 +176,11 @@ class ADiTGenerator:
         :meth:`save_pretrained`), checked before anything changes. With ``kind``
         (``"molecule"`` or ``"crystal"``) they apply only when the model samples that kind (a
         joint model's molecules, say, while its crystals keep the shared defaults); without,
-        they change the shared defaults and replace every kind's overrides of those options."""
-        if kind is not None and kind not in KIND_NAMES:
-            raise ValueError(f"kind must be one of {KIND_NAMES} (or None: every kind), got {kind!r}")
+        they change the shared defaults and replace every kind's overrides of those options.
+        :attr:`sampling` is what this generator samples with (:attr:`shared_sampling` and its
+        kind's :attr:`kind_sampling`), rebuilt here: change it through this method."""
+        if kind is not None:
+            self._check_kind(kind)
         checked = self._options(1, {**self.shared_sampling, **self.kind_sampling.get(kind, {}), **options})
         options = {k: checked[k] for k in options}
         if kind is None:
@@ -190,14 +192,29 @@ class ADiTGenerator:
         self.sampling = self._effective_sampling()
         return self
 
+    def _check_kind(self, kind: str) -> None:
+        """ValueError unless ``kind`` names a kind this model was trained on."""
+        if kind not in KIND_NAMES:
+            raise ValueError(f"kind must be one of {KIND_NAMES} (or None: every kind), got {kind!r}")
+        if KIND_NAMES.index(kind) not in trained_kinds(self.atom_count_hist):
+            raise ValueError(f"this model was never trained on {kind}s: a sampling default for them would never "
+                             "apply")
+
     def _check_kind_sampling(self, kind_sampling: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Per-kind overrides, their kinds and options named correctly and their values valid."""
+        """Per-kind overrides: kinds this model samples, known options, valid values (normalised as
+        :meth:`set_sampling_defaults` stores them)."""
+        if not isinstance(kind_sampling, Mapping):
+            raise ValueError(f"kind_sampling must map a kind to its options, got {type(kind_sampling).__name__}")
         out = {}
         for kind, options in kind_sampling.items():
-            if kind not in KIND_NAMES:
-                raise ValueError(f"kind_sampling kinds must be among {KIND_NAMES}, got {kind!r}")
-            self._options(1, {**self.shared_sampling, **options})  # the values must make a valid set
-            out[kind] = dict(options)
+            if not isinstance(options, Mapping):
+                raise ValueError(f"kind_sampling[{kind!r}] must map options to values, got {options!r}")
+            try:
+                self._check_kind(kind)
+                checked = self._options(1, {**self.shared_sampling, **options})  # the values must make a valid set
+            except ValueError as e:
+                raise ValueError(f"kind_sampling[{kind!r}]: {e}") from None
+            out[kind] = {k: checked[k] for k in options}
         return out
 
     def _effective_sampling(self) -> dict[str, Any]:
@@ -218,8 +235,12 @@ class ADiTGenerator:
                 other latents.
         """
         if guide is None:
-            for options in (self.shared_sampling, *self.kind_sampling.values()):
-                check_guide_unused(options)
+            for kind, options in (("shared", self.shared_sampling), *self.kind_sampling.items()):
+                try:
+                    check_guide_unused(options)
+                except ValueError as e:
+                    raise ValueError(f"{e} ({kind} defaults; a shared set_sampling_defaults(autoguidance=1) "
+                                     "clears every kind's)") from None
             self.guide = None
             return self
         if isinstance(guide, ADiTGenerator):

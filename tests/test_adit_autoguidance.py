@@ -178,10 +178,11 @@ def test_export_and_sample_with_a_guide_from_the_command_line(runs, tmp_path):
 def test_sampling_defaults_for_one_kind_of_a_joint_model(tmp_path):
     from dit3d.api import CrystalGenerator
 
-    try:
-        joint = MoleculeGenerator.from_pretrained("adit-joint-cpu")
-    except ValueError:
+    from pathlib import Path
+
+    if not (Path(__file__).resolve().parents[1] / "data/adit_joint_cpu/model.safetensors").is_file():
         pytest.skip("no shipped joint model")
+    joint = MoleculeGenerator.from_pretrained("adit-joint-cpu")
     shared = dict(joint.shared_sampling)  # the shipped folder: molecules at 4, crystals at the shared 2
     assert joint.kind_sampling == {"molecule": {"autoguidance": 4.0}} and shared["autoguidance"] == 2.0
     joint.set_sampling_defaults("molecule", autoguidance=3.0)
@@ -192,6 +193,8 @@ def test_sampling_defaults_for_one_kind_of_a_joint_model(tmp_path):
     assert MoleculeGenerator.from_pretrained(tmp_path / "j").sampling["autoguidance"] == 3.0
     crystals = CrystalGenerator.from_pretrained(tmp_path / "j")
     assert crystals.sampling == shared and crystals.kind_sampling == {"molecule": {"autoguidance": 3.0}}
+    joint.set_sampling_defaults("crystal", steps=10)  # another kind's default: this generator's stays
+    assert joint.sampling == {**shared, "autoguidance": 3.0}
     crystals.set_sampling_defaults("crystal", steps=10)
     assert crystals.sampling["steps"] == 10 and crystals.kind_sampling["crystal"] == {"steps": 10}
     crystals.set_sampling_defaults(autoguidance=3.0)  # shared: replaces every kind's override of it
@@ -209,5 +212,27 @@ def test_sampling_defaults_for_one_kind_of_a_joint_model(tmp_path):
     from dit3d.cli import main
 
     main(main_args)
+    with pytest.raises(SystemExit, match="--for-kind applies the sampling options given"):
+        main(["export", "crystals", "adit-joint-cpu", "-o", str(tmp_path / "n"), "--for-kind", "crystal"])
     config = json.loads((tmp_path / "k" / "config.json").read_text())
     assert config["sampling"] == shared and config["kind_sampling"] == {"molecule": {"autoguidance": 5.0}}
+
+
+def test_kind_sampling_refusals_and_old_folders(runs, tmp_path):
+    gen = generator(runs["strong"]).set_guide(generator(runs["weak"]))  # a molecule-only model
+    with pytest.raises(ValueError, match="never trained on crystals"):
+        gen.set_sampling_defaults("crystal", steps=3)
+    gen.set_sampling_defaults("molecule", autoguidance=2.0)
+    with pytest.raises(ValueError, match=r"needs the guide; .*\(molecule defaults"):
+        gen.set_guide(None)
+    gen.set_sampling_defaults(autoguidance=1.0)  # shared: clears the molecule override too
+    assert gen.kind_sampling == {} and gen.set_guide(None).guide is None
+    gen.save_pretrained(tmp_path / "plain")
+    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert "kind_sampling" not in config and config["sampling"] == gen.sampling  # as folders were before
+    for bad, match in ((["molecule"], "must map a kind"), ({"molecule": 4.0}, "must map options"),
+                       ({"crystal": {"steps": 3}}, "never trained on crystals"),
+                       ({"molecule": {"steps": 0}}, r"kind_sampling\['molecule'\]: steps must be")):
+        (tmp_path / "plain" / "config.json").write_text(json.dumps({**config, "kind_sampling": bad}))
+        with pytest.raises(ValueError, match=match):  # a PretrainedError naming the folder
+            MoleculeGenerator.from_pretrained(tmp_path / "plain")

@@ -105,12 +105,14 @@ def molecule_regression(joint, num_samples: int, baseline: str = "adit-qm9-cpu")
     from dit3d.api import MoleculeGenerator
 
     ours = quality(joint, num_samples)
-    base = quality(MoleculeGenerator.from_pretrained(baseline), num_samples)
+    base_gen = MoleculeGenerator.from_pretrained(baseline)
+    base = quality(base_gen, num_samples)
     return {"joint_validity": ours["validity"], "joint_mol_stability": ours["mol_stability"],
             "joint_atom_stability": ours["edm"]["atom_stability"], "baseline": baseline,
             "baseline_validity": base["validity"], "baseline_mol_stability": base["mol_stability"],
             "baseline_atom_stability": base["edm"]["atom_stability"],
-            "validity_drop": round(base["validity"] - ours["validity"], 4), "num_samples": num_samples}
+            "validity_drop": round(base["validity"] - ours["validity"], 4), "num_samples": num_samples,
+            "joint_sampling": joint.sampling, "baseline_sampling": base_gen.sampling}  # each kind's own defaults
 
 
 def run(quick: bool = False, checkpoint: str = "adit-joint-cpu") -> dict[str, Any]:

@@ -182,6 +182,9 @@ def run_export(args: argparse.Namespace) -> None:
     # the sampling defaults given (unset: a .ckpt gets the generator's, a folder keeps its own)
     notes = parse_notes(args.note)  # a malformed note fails before anything loads
     overrides = {k: v for k, v in flow_sampling_options(args).items() if k != "autoguidance"}
+    if args.for_kind is not None and not overrides and args.autoguidance is None:
+        raise SystemExit("--for-kind applies the sampling options given (--steps, --solver, --guidance, "
+                         "--temperature, --autoguidance, --autoguidance-interval) to one kind; none was given")
     gen, provenance, dtype = _export_source(args.checkpoint, overrides, args.for_kind)
     if args.autoencoder is not None:
         try:
