@@ -141,17 +141,7 @@ def classifier_free_guidance(model_fn: ModelFn, scale: float, cond_kwargs: Mappi
         >>> guided(torch.zeros(2, 4), torch.zeros(2)).tolist()
         [[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
     """
-    _checked_kwargs(cond_kwargs, uncond_kwargs)
-    cond_kwargs, uncond_kwargs = dict(cond_kwargs), dict(uncond_kwargs)
-
-    def guided(x: Tensor, t: Tensor, **other_kwargs: Any) -> Tensor:
-        _checked_other(other_kwargs, cond_kwargs)
-        if scale == 1:
-            return model_fn(x, t, **cond_kwargs, **other_kwargs)
-        out_cond, out_uncond = _both_halves(model_fn, x, t, cond_kwargs, uncond_kwargs, other_kwargs)
-        return out_uncond + scale * (out_cond - out_uncond)
-
-    return guided
+    return guidance_sum(model_fn, None, scale, 1.0, cond_kwargs, uncond_kwargs)
 
 
 def autoguidance(model_fn: ModelFn, guide_fn: ModelFn, scale: float,
@@ -184,19 +174,7 @@ def autoguidance(model_fn: ModelFn, guide_fn: ModelFn, scale: float,
         >>> guided(torch.zeros(2, 3), torch.tensor([0.2, 0.7])).tolist()
         [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
     """
-    _check_interval(interval)
-
-    def guided(x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
-        out = model_fn(x, t, **kwargs)
-        if scale == 1:
-            return out
-        inside = _interval_mask(t, interval)  # (B,)
-        if inside is not None and not bool(inside.any()):
-            return out
-        weak = guide_fn(x, t, **kwargs)
-        return _where_inside(inside, weak + scale * (out - weak), out)
-
-    return guided
+    return guidance_sum(model_fn, guide_fn, 1.0, scale, {}, {}, interval)
 
 
 def guidance_sum(model_fn: ModelFn, guide_fn: ModelFn | None, scale: float, autoguidance_scale: float,
@@ -247,8 +225,10 @@ def guidance_sum(model_fn: ModelFn, guide_fn: ModelFn | None, scale: float, auto
         else:
             out_cond, out_uncond = _both_halves(model_fn, x, t, cond_kwargs, uncond_kwargs, other_kwargs)
             out = out_uncond + scale * (out_cond - out_uncond)  # as classifier_free_guidance, to the bit
+        if autoguidance_scale == 1:
+            return out
         inside = _interval_mask(t, interval)  # (B,)
-        if autoguidance_scale == 1 or (inside is not None and not bool(inside.any())):
+        if inside is not None and not bool(inside.any()):
             return out
         weak = guide_fn(x, t, **cond_kwargs, **other_kwargs)
         if scale == 1:  # as autoguidance, to the bit
