@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_autoguidance", "check_autoguided_call", "check_time_interval", "check_guide_unused", "finite_float", "positive_int"]
+__all__ = ["check_autoguidance", "check_time_interval", "check_guide_unused", "finite_float", "positive_int"]
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -73,10 +73,3 @@ def check_time_interval(value: Any, name: str) -> list[float]:
         raise ValueError(f"{name} must be two flow times [lo, hi] with 0 <= lo <= hi <= 1, got {value!r}")
     return [lo, hi]
 
-
-def check_autoguided_call(scale: float, has_guide: bool) -> None:
-    """For a sampling function: ValueError when autoguidance (``scale`` not 1) lacks its guide
-    network."""
-    if scale != 1 and not has_guide:
-        raise ValueError(f"autoguidance {scale} needs a guide network (guide=None); pass the weaker network "
-                         "as guide, or autoguidance_scale=1")

@@ -181,7 +181,7 @@ def test_guidance_sum_is_each_guidance_alone_at_the_other_ones_scale_one():
     weak = lambda x, t, **kw: _weak(x, t, **cond, **kw)  # noqa: E731
     assert torch.equal(auto_only, autoguidance(model, weak, 2.5)(x, t))
     assert guidance_sum(Recorder(), None, 2.0, 1.0, cond, uncond) is not None  # no guide needed without its term
-    with pytest.raises(ValueError, match="needs a guide_fn"):
+    with pytest.raises(ValueError, match=r"autoguidance 1.5 needs a guide network \(guide_fn=None\)"):
         guidance_sum(Recorder(), None, 2.0, 1.5, cond, uncond)
 
 

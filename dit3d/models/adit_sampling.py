@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dit3d.checks import check_autoguided_call
 from dit3d.nn import DiT, eval_mode
 from dit3d.objectives import FlowMatching, guidance_sum
 from dit3d.tokenizers.atoms import CRYSTAL, MASK_TOKEN, MOLECULE, AtomAutoencoder
@@ -77,7 +76,6 @@ def sample_latents(dit: DiT, flow: FlowMatching, num_atoms: Tensor, latent_mean:
             raise ValueError(f"atom_types must be ({B}, {N}): one row per system, as long as the largest, got "
                              f"{tuple(atom_types.shape)}")
         tokens = {"token_labels": atom_types.to(device).long() * mask}
-    check_autoguided_call(autoguidance_scale, guide is not None)
     model = guidance_sum(dit, guide, guidance, autoguidance_scale, {"y": y, **tokens}, {"y": null, **tokens},
                          autoguidance_interval)
     with eval_mode(dit, guide):

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from dit3d.checks import check_autoguided_call
 from dit3d.nn import branch_caching, eval_mode
 from dit3d.objectives import GaussianDiffusion, guidance_sum
 
@@ -58,7 +57,6 @@ def guided_model(model: nn.Module, num_samples: int, label: int | Tensor | None 
         ValueError: a label or guidance for an unconditional network, guidance without a
             label, labels of the wrong shape or out of range, autoguidance without a guide.
     """
-    check_autoguided_call(autoguidance_scale, guide is not None)
     null = model.null_class
     if null is None:
         if label is not None:

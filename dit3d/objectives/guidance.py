@@ -215,7 +215,8 @@ def guidance_sum(model_fn: ModelFn, guide_fn: ModelFn | None, scale: float, auto
     _checked_kwargs(cond_kwargs, uncond_kwargs)
     _check_interval(interval)
     if autoguidance_scale != 1 and guide_fn is None:
-        raise ValueError(f"autoguidance_scale {autoguidance_scale} needs a guide_fn (a weaker network)")
+        raise ValueError(f"autoguidance {autoguidance_scale} needs a guide network (guide_fn=None); pass the weaker "
+                         "network, or autoguidance_scale=1")
     cond_kwargs, uncond_kwargs = dict(cond_kwargs), dict(uncond_kwargs)
 
     def guided(x: Tensor, t: Tensor, **other_kwargs: Any) -> Tensor:
