@@ -25,6 +25,7 @@ from dit3d.objectives.flow_matching import SOLVERS
 from dit3d.pretrained import (WEIGHTS_NAME, PretrainedError, load_pretrained, load_state_strict, resolve_pretrained,
                               save_pretrained)
 from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencoder
+from dit3d.tokenizers.augment import FRAMES
 
 if TYPE_CHECKING:  # only a type here
     from dit3d.models.adit_latent import ADiTLatentModule
@@ -82,6 +83,9 @@ class ADiTGenerator:
             stored compositions (folders written before this was saved).
         guide: a weaker latent DiT of the same latents (e.g. the same run at an earlier
             step) for autoguidance (:meth:`set_guide`; the ``autoguidance`` sampling option).
+        frame: the pose the DiT learnt its systems in (``ADiTLatentModule(frame=...)``):
+            ``"random"`` (every rotation) or ``"principal"`` (molecules in their principal-axes
+            pose, so samples come out in it too).
     """
 
     SYSTEM: ClassVar[int]
@@ -90,7 +94,8 @@ class ADiTGenerator:
                  latent_std: Tensor, atom_count_hist: Tensor, sampling: dict[str, Any] | None = None,
                  flow_config: dict[str, Any] | None = None, compositions: Tensor | None = None,
                  composition_weight: Tensor | None = None, element_kinds: Sequence[int] | None = None,
-                 guide: DiT | None = None, kind_sampling: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 guide: DiT | None = None, kind_sampling: Mapping[str, Mapping[str, Any]] | None = None,
+                 frame: str = "random") -> None:
         hist = atom_count_hist.detach().cpu().float()
         if hist.dim() == 1:  # folders written before crystals: molecules only
             hist = torch.stack([hist, torch.zeros_like(hist)])
@@ -100,7 +105,9 @@ class ADiTGenerator:
             other = "CrystalGenerator" if self.SYSTEM == MOLECULE else "MoleculeGenerator"
             raise PretrainedError(f"this model was never trained on {KIND_NAMES[self.SYSTEM]}s (its atom-count "
                                   f"histogram for them is empty); load it with dit3d.{other}")
-        self.autoencoder, self.dit, self.flow = autoencoder, dit, flow
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+        self.autoencoder, self.dit, self.flow, self.frame = autoencoder, dit, flow, frame
         self.latent_mean, self.latent_std = latent_mean, latent_std
         self.atom_count_hist = hist
         self.compositions, self.composition_weight = self._check_compositions(dit, compositions, composition_weight)
@@ -259,6 +266,9 @@ class ADiTGenerator:
     def _same_latents(self, other: ADiTGenerator) -> ADiTGenerator:
         """``other`` if its latent DiT learnt this model's latents and predicts what this
         model's does, else ValueError."""
+        if other.frame != self.frame:
+            raise ValueError(f"the guide learnt its systems in the {other.frame!r} frame, this model in the "
+                             f"{self.frame!r} one: it must learn the same latents")
         if other.flow_config != self.flow_config:
             raise ValueError(f"the guide was trained with other flow-matching settings ({other.flow_config} vs "
                              f"{self.flow_config}): it must predict what this model predicts")
@@ -313,7 +323,8 @@ class ADiTGenerator:
         tables = {"compositions": module.compositions.clone(), "composition_weight": module.composition_weight.clone(),
                   "element_kinds": module.element_kinds} if module.element_kinds else {}
         return cls(module.autoencoder, module.sampling_dit, module.flow, module.latent_mean.clone(),
-                   module.latent_std.clone(), module.atom_count_hist.clone(), sampling, flow_config, **tables)
+                   module.latent_std.clone(), module.atom_count_hist.clone(), sampling, flow_config,
+                   frame=hp.get("frame", "random"), **tables)
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike) -> ADiTGenerator:
@@ -358,7 +369,7 @@ class ADiTGenerator:
             return cls(ae.eval(), dit.eval(), flow, weights["latent_mean"], weights["latent_std"],
                        weights["atom_count_hist"], config.get("sampling"), config["flow"],
                        weights.get("compositions"), weights.get("composition_weight"), config.get("element_kinds"),
-                       guide, config.get("kind_sampling"))
+                       guide, config.get("kind_sampling"), config.get("frame", "random"))
         except ValueError as e:  # e.g. bad stored sampling defaults, a histogram of the wrong shape
             raise PretrainedError(f"{directory}: {e}; re-export the model") from None
 
@@ -392,6 +403,8 @@ class ADiTGenerator:
             config["kind_sampling"] = self.kind_sampling
         if self.element_kinds:
             config["element_kinds"] = list(self.element_kinds)
+        if self.frame != "random":  # written only when set, so older folders re-save byte for byte
+            config["frame"] = self.frame
         if self.guide is not None:
             config["guide"] = self.guide.config
         clash = set(extra or {}) & (set(config) | {"kind"})

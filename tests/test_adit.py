@@ -330,19 +330,26 @@ def test_generator_needs_compositions_exactly_for_an_element_conditioned_dit(tra
     assert {len(types) for types, _ in unconditioned.sample_arrays(4, seed=0)} <= sizes
 
 
+def fit_two_steps(trained, ckpt, **options) -> tuple[ADiTLatentModule, QM9DataModule]:
+    """A toy latent DiT on the fixture's autoencoder with ``options``, fitted two steps and
+    saved to ``ckpt``; the module and its data."""
+    torch.manual_seed(0)
+    data = QM9DataModule(batch_size=32, train_subset=256, val_subset=64)
+    module = ADiTLatentModule(trained["ae"].autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48,
+                              num_heads=4, warmup_steps=1, stats_batches=2, max_atoms=32, **options)
+    module.autoencoder.load_state_dict(trained["ae"].autoencoder.state_dict())
+    trainer = tiny_trainer(trained["tmp"], 2)
+    trainer.fit(module, datamodule=data)
+    trainer.save_checkpoint(ckpt)
+    return module, data
+
+
 def test_permutation_coupling_option_trains_and_reloads(trained):
     """``coupling="permutation"`` reaches the flow, trains, and survives a checkpoint; on one
     batch it pairs every molecule's atoms with closer noise than the independent draw."""
     tmp = trained["tmp"]
-    torch.manual_seed(0)
-    data = QM9DataModule(batch_size=32, train_subset=256, val_subset=64)
-    module = ADiTLatentModule(trained["ae"].autoencoder.config, preset="DiT-Mini", depth=1, hidden_size=48,
-                              num_heads=4, warmup_steps=1, stats_batches=2, max_atoms=32, coupling="permutation")
-    module.autoencoder.load_state_dict(trained["ae"].autoencoder.state_dict())
+    module, data = fit_two_steps(trained, tmp / "coupled.ckpt", coupling="permutation")
     assert module.flow.coupling == "permutation"
-    trainer = tiny_trainer(tmp, 2)
-    trainer.fit(module, datamodule=data)
-    trainer.save_checkpoint(tmp / "coupled.ckpt")
     assert load_latent_checkpoint(tmp / "coupled.ckpt").flow.coupling == "permutation"
     assert trained["latent"].flow.coupling == "independent"  # ADiT's default
     atoms = Atoms.from_pyg(next(iter(DataLoader(data.train_dataset[:32], batch_size=32))))
@@ -360,6 +367,33 @@ def test_permutation_coupling_option_trains_and_reloads(trained):
         flow.self_condition_prob = prob
     coupled, independent = ((x - z).square().sum((1, 2)) for x in seen)
     assert bool((coupled <= independent + 1e-5).all()) and float(coupled.sum()) < 0.8 * float(independent.sum())
+
+
+def test_principal_frame_trains_on_canonical_poses_and_reloads(trained):
+    """``frame="principal"``: the encoder sees each molecule in its principal-axes pose,
+    whatever rotation the data came in; the setting survives a checkpoint; unknown frames
+    are refused."""
+    tmp = trained["tmp"]
+    module, data = fit_two_steps(trained, tmp / "principal.ckpt", frame="principal")
+    assert load_latent_checkpoint(tmp / "principal.ckpt").hparams.frame == "principal"
+    atoms = Atoms.from_pyg(next(iter(DataLoader(data.train_dataset[:32], batch_size=32))))
+    turned = module.pose(atoms)
+    again = module.pose(trained["latent"].pose(atoms, torch.Generator().manual_seed(1)))  # rotated at random first
+    defined = torch.tensor([float(((again.pos - turned.pos)[b].norm(dim=-1)).max()) < 1e-4 for b in range(32)])
+    assert float(defined.float().mean()) > 0.9  # all but symmetric tops
+    var = turned.pos.square().sum(1)  # (B, 3)
+    assert bool((var[:, 0] >= var[:, 1] - 1e-4).all() and (var[:, 1] >= var[:, 2] - 1e-4).all())
+    with pytest.raises(ValueError, match="frame must be one of"):
+        ADiTLatentModule(trained["ae"].autoencoder.config, preset="DiT-Mini", depth=1, frame="canonical")
+    # the generator keeps the frame with the weights; a plain folder's config does not name one
+    gen = MoleculeGenerator.from_lightning(module, {"steps": 2})
+    gen.save_pretrained(tmp / "principal_gen")
+    assert json.loads((tmp / "principal_gen" / "config.json").read_text())["frame"] == "principal"
+    assert MoleculeGenerator.from_pretrained(tmp / "principal_gen").frame == "principal"
+    assert "frame" not in json.loads((trained["gen_dir"] / "config.json").read_text())
+    assert MoleculeGenerator.from_pretrained(trained["gen_dir"]).frame == "random"
+    with pytest.raises(ValueError, match="'random' frame, this model in the 'principal'"):
+        gen.set_guide(MoleculeGenerator.from_lightning(trained["latent"]))
 
 
 def test_warm_start_copies_the_source_and_adds_a_zero_element_table(trained):

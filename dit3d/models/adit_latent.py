@@ -21,7 +21,7 @@ from dit3d.nn import DiT
 from dit3d.objectives import FlowMatching
 from dit3d.pretrained import PretrainedError, load_state_strict
 from dit3d.tokenizers.atoms import CRYSTAL, KIND_NAMES, MOLECULE, AtomAutoencoder, Atoms
-from dit3d.tokenizers.augment import augment
+from dit3d.tokenizers.augment import FRAMES, augment
 
 
 def _autoencoder_from_folder(directory: Path, loaded: tuple[dict, dict] | None = None) -> AtomAutoencoder:
@@ -161,6 +161,13 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             from it), so neither needs the source file. The source may lack
             element conditioning: the element table then starts at zero, so training
             continues from exactly the source's model and learns what the elements add.
+        frame: the pose of the systems whose latents the DiT learns: ``"random"`` (ADiT: a
+            Haar-random rotation per system and step) or ``"principal"``: each molecule
+            centred and turned into its principal-axes frame
+            (:func:`~dit3d.tokenizers.augment.principal_axes`), crystals in their canonical
+            cell orientation, so the flow learns one pose per geometry instead of every
+            rotation of it; samples then come out in that pose (molecules are judged by
+            rotation-invariant measures).
     """
 
     def __init__(self, autoencoder: str | dict, preset: str = "DiT-S", depth: int | None = None,
@@ -171,12 +178,16 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
                  spacegroup_dropout: float = 0.2,
                  element_conditioning: bool | Literal["molecules", "crystals"] = False,
                  trunk_options: Mapping[str, Any] | None = None, coupling: str = "independent",
-                 init_from: str | None = None, lr_decay_steps: int | None = None) -> None:
+                 init_from: str | None = None, lr_decay_steps: int | None = None, frame: str = "random") -> None:
         super().__init__()
         self.save_hyperparameters()
         self.autoencoder = load_autoencoder(autoencoder)
         self.hparams["autoencoder"] = self.autoencoder.config  # checkpoints rebuild it without the stage-1 file
+        self.hparams["frame"] = frame  # save_hyperparameters skips an argument named "frame" (Lightning's own name)
         check_decay(warmup_steps, lr_decay_steps, "lr_decay_steps")
+        if frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES} (random rotations as ADiT, or each molecule's "
+                             f"principal-axes pose), got {frame!r}")
         if not 0.0 <= spacegroup_dropout <= 1.0:
             raise ValueError(f"spacegroup_dropout must lie in [0, 1], got {spacegroup_dropout!r}")
         self.element_kinds = conditioned_kinds(element_conditioning)  # kinds whose tokens carry their elements
@@ -210,6 +221,12 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ latents
+    def pose(self, atoms: Atoms, generator: torch.Generator | None = None) -> Atoms:
+        """The systems in the frame the DiT learns (``frame``): randomly rotated, or
+        molecules in their principal-axes pose (:func:`~dit3d.tokenizers.augment.augment`);
+        crystals also randomly translated."""
+        return augment(atoms, generator, frame=self.hparams.get("frame", "random"))  # older checkpoints: random
+
     @torch.no_grad()
     def encode(self, atoms: Atoms) -> Tensor:
         """Standardised posterior-mean latents ``(B, N, L)``, zero at padding."""
@@ -224,7 +241,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         zs = []
         for i, batch in zip(range(self.hparams.stats_batches), batches):
             atoms = Atoms.from_pyg(batch.to(self.device))
-            zs.append(self.autoencoder.encode(augment(atoms))[0][atoms.mask])
+            zs.append(self.autoencoder.encode(self.pose(atoms))[0][atoms.mask])
         z = torch.cat(zs)  # (atoms, L)
         self.latent_mean.copy_(z.mean(0))
         self.latent_std.copy_(z.std(0).clamp(min=1e-3))
@@ -337,7 +354,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        atoms = augment(Atoms.from_pyg(batch))
+        atoms = self.pose(Atoms.from_pyg(batch))
         z = self.encode(atoms)  # (B, N, L)
         y = self.dit.drop_labels(self.labels(atoms, drop_spacegroup=True))  # once: both self-conditioning calls see the same labels
         loss = self.flow.training_loss(self.dit, z, mask=atoms.mask, y=y, **self.token_kwargs(atoms))
@@ -364,7 +381,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         """Flow-matching loss of the raw and EMA networks on the conditional labels, per
         kind: ``val/loss``, ``val/loss_ema`` for molecules (the names of molecule-only runs),
         ``val/crystal/loss``, ``val/crystal/loss_ema`` for crystals."""
-        atoms = augment(Atoms.from_pyg(batch), torch.Generator().manual_seed(batch_idx))
+        atoms = self.pose(Atoms.from_pyg(batch), torch.Generator().manual_seed(batch_idx))
         for kind in atoms.kinds():
             part = atoms.select(atoms.dataset_idx == kind)
             z = self.encode(part)

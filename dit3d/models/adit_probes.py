@@ -19,6 +19,7 @@ from torch import Tensor
 
 from dit3d.models.adit_sampling import decode_atoms, sample_latents
 from dit3d.tokenizers.atoms import AtomAutoencoder, Atoms
+from dit3d.tokenizers.augment import augment
 
 __all__ = ["decoder_tolerance", "partial_flow"]
 
@@ -68,10 +69,13 @@ def partial_flow(gen, atoms: Atoms, t0s: Sequence[float], steps: int = 20,
 
     Args:
         gen: an :class:`~dit3d.api_adit.ADiTGenerator` (autoencoder, DiT, flow, latent statistics).
-        atoms: a batch of centred systems of one kind.
+        atoms: a batch of centred systems of one kind (a model of ``frame="principal"``
+            gets its molecules turned into their principal-axes pose, the one it learnt).
         t0s: start times in ``[0, 1)``; 0 is plain sampling from noise.
         steps: Heun steps from ``t0`` to 1.
     """
+    if getattr(gen, "frame", "random") == "principal":
+        atoms = augment(atoms, translate_crystals=False, frame="principal")
     m, kind = atoms.mask, _one_kind(atoms)
     # an element-conditioned DiT is given the real elements (label 0 where its kind is not conditioned)
     types = None if gen.dit.token_embed is None else atoms.atom_types.long() * gen.kind_conditioned(kind)  # (B, N)

@@ -68,11 +68,49 @@ def center_molecules(atoms: Atoms) -> Atoms:
     return replace(atoms, pos=torch.where(is_mol, center(atoms.pos, atoms.mask), atoms.pos))
 
 
-def augment(atoms: Atoms, generator: torch.Generator | None = None, translate_crystals: bool = True) -> Atoms:
+def principal_axes(pos: Tensor, mask: Tensor) -> Tensor:
+    r"""Each system's principal-axes frame: a proper rotation :math:`R` whose rows are the
+    eigenvectors of its centred second-moment matrix :math:`C = \sum_i x_i x_i^\top`,
+    largest eigenvalue first, so that :math:`R (x_i - \bar x)` puts the system's longest
+    extent along x and its shortest along z.
+
+    Eigenvectors have no sign; each of the first two is signed so that the third moment of
+    the atoms' coordinates along it, :math:`\sum_i (e_k \cdot x_i)^3`, is positive (0
+    counts as positive), and the third is :math:`e_1 \times e_2`, so :math:`\det R = 1`
+    and mirror images stay mirror images. The frame is a function of the geometry alone,
+    invariant to rotating, translating or reordering the atoms, except where it is not
+    defined: equal eigenvalues (symmetric tops such as methane) or a zero third moment
+    (centrosymmetric systems) leave a choice, made here by the eigen-solver and the sign
+    rule, which a rotated copy may make differently.
+
+    Args:
+        pos: positions, centred or not (padding ignored).
+        mask: real atoms.
+
+    Shapes:
+        pos: ``(B, N, 3)``; mask: ``(B, N)`` -> ``(B, 3, 3)``
+    """
+    x = center(pos.double(), mask)  # (B, N, 3), zero at padding
+    _, vecs = torch.linalg.eigh(x.transpose(1, 2) @ x)  # ascending eigenvalues; columns are the axes
+    axes = vecs.flip(-1).transpose(1, 2)  # (B, 3, 3): rows e1, e2, e3, largest extent first
+    skew = ((x @ axes.transpose(1, 2)) ** 3).sum(1)  # (B, 3): third moment along each axis
+    sign = torch.where(skew[:, :2] < 0, -1.0, 1.0).to(axes.dtype)  # (B, 2)
+    e1, e2 = axes[:, 0] * sign[:, :1], axes[:, 1] * sign[:, 1:]  # (B, 3) each
+    return torch.stack([e1, e2, torch.linalg.cross(e1, e2)], dim=1).to(pos.dtype)  # (B, 3, 3)
+
+
+FRAMES = ("random", "principal")
+
+
+def augment(atoms: Atoms, generator: torch.Generator | None = None, translate_crystals: bool = True,
+            frame: str = "random") -> Atoms:
     r"""Random rigid motions of a mixed molecule/crystal batch, one per system.
 
-    Every system gets an independent Haar-random rotation :math:`R \in SO(3)`
-    (:func:`random_rotations`).
+    With ``frame="random"`` every system gets an independent Haar-random rotation
+    :math:`R \in SO(3)` (:func:`random_rotations`). With ``frame="principal"`` nothing is
+    rotated at random: each molecule is turned into its :func:`principal_axes` frame (a
+    canonical pose) and crystals keep their cells' orientation, which is canonical already
+    (rebuilt from the Niggli-reduced lattice parameters by :mod:`dit3d.data.crystals`).
 
     * Molecules are centred and rotated: :math:`x_i \leftarrow R (x_i - \bar x)`.
     * Crystals rotate their cell and positions together. With lattice vectors as the rows
@@ -90,16 +128,23 @@ def augment(atoms: Atoms, generator: torch.Generator | None = None, translate_cr
         atoms: the batch; crystals need ``atoms.cell``.
         generator: random source (None: the global one).
         translate_crystals: apply the periodic translations.
+        frame: ``"random"`` (rotation augmentation) or ``"principal"`` (canonical poses).
 
     Shapes:
         see :class:`~dit3d.tokenizers.Atoms`; padding stays zero.
 
     Raises:
-        ValueError: the batch has crystals but no ``cell``.
+        ValueError: the batch has crystals but no ``cell``, or ``frame`` is unknown.
     """
     B = atoms.pos.shape[0]
-    rot = random_rotations(B, generator, atoms.pos.device)  # (B, 3, 3)
     is_xtal = atoms.dataset_idx == CRYSTAL  # (B,)
+    if frame == "random":
+        rot = random_rotations(B, generator, atoms.pos.device)  # (B, 3, 3)
+    elif frame == "principal":
+        eye = torch.eye(3, dtype=atoms.pos.dtype, device=atoms.pos.device).expand(B, 3, 3)
+        rot = torch.where(is_xtal[:, None, None], eye, principal_axes(atoms.pos, atoms.mask))  # (B, 3, 3)
+    else:
+        raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
     pos = center(atoms.pos, atoms.mask) @ rot.transpose(1, 2)  # (B, N, 3): molecules' frame
     if not bool(is_xtal.any()):
         return replace(atoms, pos=pos)
