@@ -168,6 +168,13 @@ def test_export_and_sample_with_a_guide_from_the_command_line(runs, tmp_path):
     proc = run_cli("export", "molecules", out, "-o", tmp_path / "again", "--autoguidance-interval", "0.4", "1")
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert proc.returncode == 0 and "guide" in again and again["sampling"]["autoguidance_interval"] == [0.4, 1.0]
+    # --guide none drops it, once the default no longer uses it
+    proc = run_cli("export", "molecules", out, "-o", tmp_path / "bare", "--guide", "none")
+    assert proc.returncode != 0 and "add --autoguidance 1" in proc.stderr and not (tmp_path / "bare").exists()
+    proc = run_cli("export", "molecules", out, "-o", tmp_path / "bare", "--guide", "none", "--autoguidance", "1")
+    bare = json.loads((tmp_path / "bare" / "config.json").read_text())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "guide" not in bare and bare["provenance"]["guide"] is None and bare["sampling"]["autoguidance"] == 1.0
     for args, message in (((), "--autoguidance: autoguidance needs a guide network"),
                           (("--guide", runs["other"]), "--guide")):
         bad = tmp_path / "bad"

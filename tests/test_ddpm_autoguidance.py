@@ -152,6 +152,13 @@ def test_export_again_from_a_folder_keeps_the_weights_and_adds_a_guide(tiny_ddpm
     plain = ImageGenerator.from_pretrained(first).sample(2, label=1, seed=0)
     assert torch.equal(gen.sample(2, label=1, seed=0, autoguidance=1.0), plain)
     assert not torch.allclose(gen.sample(2, label=1, seed=0), plain)
+    # --guide none takes it out again: the weights of the first export, its sampling back
+    with pytest.raises(SystemExit, match="--guide none: .*add --autoguidance 1"):
+        main(["export", "image", str(again), "-o", str(tmp_path / "bad"), "--guide", "none"])
+    main(["export", "image", str(again), "-o", str(tmp_path / "bare"), "--guide", "none", "--autoguidance", "1"])
+    bare = load_file(tmp_path / "bare" / "model.safetensors")
+    assert bare.keys() == before.keys() and all(torch.equal(v, bare[k]) for k, v in before.items())
+    assert ImageGenerator.from_pretrained(tmp_path / "bare").guide is None
     with pytest.raises(SystemExit, match="sampling options: eta must be a finite float >= 0, got -1"):
         main(["export", "image", str(first), "-o", str(tmp_path / "bad"), "--eta", "-1"])
     with pytest.raises(SystemExit, match="--note guide: the export records that key itself"):

@@ -10,6 +10,7 @@ from typing import Any
 #: the flow-matching ODE solvers (``dit3d.objectives.flow_matching.SOLVERS``), spelled out so
 #: that building the parser imports no torch; a test checks the two agree
 SOLVER_CHOICES = ("euler", "heun")
+NO_GUIDE = "none"  # `dit3d export --guide none`: drop the folder's stored guide
 
 
 def positive_int(text: str) -> int:
@@ -147,7 +148,8 @@ def add_ddpm_export_args(p: argparse.ArgumentParser, module: str, generator: str
                         f"an imperfect noise model; default: {generator}.DEFAULT_SAMPLING's; a folder's own)")
     p.add_argument("--note", action="append", default=[], help="KEY=VALUE stored in the provenance (repeatable)")
     p.add_argument("--guide", help=f"store this weaker {module} .ckpt (or {generator} folder) of the same run "
-                                   "(an earlier step) with the model, for autoguidance")
+                                   f"(an earlier step) with the model, for autoguidance; '{NO_GUIDE}' drops a "
+                                   "folder's guide")
     p.add_argument("--autoguidance", type=float, help="default autoguidance scale (needs a guide; default 1: off; "
                                                       "a folder's own)")
 
@@ -206,7 +208,17 @@ def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: 
                      defaults: dict[str, Any] | None = None) -> Any:
     """Store ``--guide`` (a checkpoint, made a generator by ``load(path)``) in ``gen`` and set
     the ``--autoguidance`` default (``defaults``: further ``set_sampling_defaults`` arguments,
-    e.g. an ADiT ``kind``); errors name the option. Records the guide in ``provenance``."""
+    e.g. an ADiT ``kind``); errors name the option. Records the guide in ``provenance``.
+    ``--guide none`` drops a re-exported folder's guide (after the ``--autoguidance``
+    default, which must then be 1 wherever the folder's defaults used the guide)."""
+    if args.guide == NO_GUIDE:
+        _set_autoguidance(gen, args, defaults)
+        try:
+            gen.set_guide(None)
+        except ValueError as e:
+            raise ValueError(f"--guide {NO_GUIDE}: {e}; add --autoguidance 1") from None
+        provenance["guide"] = None
+        return gen
     if args.guide is not None:
         try:
             gen.set_guide(load(args.guide))
@@ -215,6 +227,10 @@ def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: 
         except ValueError as e:
             raise ValueError(f"--guide {args.guide}: {e}") from None
         provenance["guide"] = str(args.guide)
+    return _set_autoguidance(gen, args, defaults)
+
+
+def _set_autoguidance(gen: Any, args: argparse.Namespace, defaults: dict[str, Any] | None) -> Any:
     if args.autoguidance is not None:
         try:
             gen.set_sampling_defaults(**(defaults or {}), autoguidance=args.autoguidance)

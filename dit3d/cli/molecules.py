@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dit3d.cli.common import (SOLVER_CHOICES, add_flow_sampling_args, add_guidance_interval_arg, apply_int8,
+from dit3d.cli.common import (NO_GUIDE, SOLVER_CHOICES, add_flow_sampling_args, add_guidance_interval_arg, apply_int8,
                               export_folder, flow_sampling_options, parse_notes, positive_int, report,
                               set_export_guide, with_notes)
 
@@ -134,7 +134,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float,
                    help="default scale of the initial noise (a .ckpt: 1; a folder: its own)")
     p.add_argument("--guide", help="store this weaker latent DiT of the same latents (a stage-2 .ckpt or ADiT "
-                                   "folder, e.g. the same run at an earlier step) with the model, for autoguidance")
+                                   "folder, e.g. the same run at an earlier step) with the model, for autoguidance; "
+                                   f"'{NO_GUIDE}' drops a folder's guide")
     p.add_argument("--autoguidance", type=float,
                    help="default autoguidance scale (needs --guide or a folder with a guide; a .ckpt: 1, off)")
     add_guidance_interval_arg(p, "a .ckpt: 0 1, everywhere; a folder: its own")
