@@ -394,6 +394,24 @@ def test_principal_frame_trains_on_canonical_poses_and_reloads(trained):
     assert MoleculeGenerator.from_pretrained(trained["gen_dir"]).frame == "random"
     with pytest.raises(ValueError, match="'random' frame, this model in the 'principal'"):
         gen.set_guide(MoleculeGenerator.from_lightning(trained["latent"]))
+    # training encodes exactly those poses
+    seen = []
+    encode = module.autoencoder.encode
+    module.autoencoder.encode = lambda batch: seen.append(batch.pos) or encode(batch)
+    module.log = lambda *args, **kwargs: None  # outside a trainer loop
+    try:
+        module.training_step(next(iter(DataLoader(data.train_dataset[:32], batch_size=32))), 0)
+    finally:
+        module.autoencoder.encode = encode
+        del module.log
+    assert torch.allclose(seen[0], turned.pos)
+    # a warm start or a resume may not change the frame: the latents' statistics describe the other poses
+    warm = ADiTLatentModule(str(tmp / "ae.ckpt"), preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4,
+                            max_atoms=32, init_from=str(tmp / "principal.ckpt"))  # the same encoder, the random frame
+    with pytest.raises(ValueError, match="'principal' frame, this module in the 'random' one"):
+        warm.load_init_weights()
+    with pytest.raises(ValueError, match="resume with frame: principal"):
+        trained["latent"].on_load_checkpoint(torch.load(tmp / "principal.ckpt", weights_only=False))
 
 
 def test_warm_start_copies_the_source_and_adds_a_zero_element_table(trained):

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from safetensors.torch import load_file
 
 from dit3d.api import MoleculeGenerator
 from dit3d.data import QM9DataModule
@@ -175,6 +176,7 @@ def test_export_and_sample_with_a_guide_from_the_command_line(runs, tmp_path):
     bare = json.loads((tmp_path / "bare" / "config.json").read_text())
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "guide" not in bare and bare["provenance"]["guide"] is None and bare["sampling"]["autoguidance"] == 1.0
+    assert not any(k.startswith("guide.") for k in load_file(tmp_path / "bare" / "model.safetensors"))
     for args, message in (((), "--autoguidance: autoguidance needs a guide network"),
                           (("--guide", runs["other"]), "--guide")):
         bad = tmp_path / "bad"

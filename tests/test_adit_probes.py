@@ -8,7 +8,7 @@ from dit3d.models.adit_probes import decoder_tolerance, partial_flow
 from dit3d.models.adit_sampling import decode_atoms
 from dit3d.testing import randomize_
 from dit3d.tokenizers import Atoms
-from dit3d.tokenizers.augment import center_molecules
+from dit3d.tokenizers.augment import center_molecules, random_rotations
 
 
 @pytest.fixture
@@ -106,3 +106,26 @@ def test_partial_flow_gives_no_elements_for_a_kind_outside_the_conditioned_ones(
     with torch.no_grad():
         gen.dit.token_embed.weight[0] += shift[0]  # label 0, which every molecule token gets
     assert not torch.allclose(flow_end(), before)
+
+
+def test_partial_flow_poses_molecules_as_a_principal_frame_model_learnt_them(atoms):
+    """A ``frame="principal"`` model starts from the latents of the principal-axes pose, so a
+    rotated copy of the batch gives the same flow; a random-frame model takes the pose given."""
+    ae = {"hidden_size": 32, "depth": 1, "num_heads": 4, "latent_dim": 4}
+    latent = ADiTLatentModule(ae, preset="DiT-Mini", depth=1, hidden_size=48, num_heads=4, max_atoms=8,
+                              frame="principal")
+    randomize_(latent, std=0.05)
+    latent.atom_count_hist[0, 3] = 1
+    principal = MoleculeGenerator.from_lightning(latent)
+    plain = MoleculeGenerator.from_lightning(latent)
+    plain.frame = "random"
+    first = atoms.select(torch.tensor([True, False]))  # water-like: three atoms, a defined frame
+    turned = Atoms(first.atom_types, first.pos @ random_rotations(1, torch.Generator().manual_seed(2))[0].T,
+                   first.frac_coords, first.mask, first.lattice, first.dataset_idx)
+
+    def rmse(gen, batch) -> float:
+        (_, value), = partial_flow(gen, batch, [0.5], steps=2, generator=torch.Generator().manual_seed(0)).values()
+        return value
+
+    assert rmse(principal, turned) == pytest.approx(rmse(principal, first), rel=1e-4)
+    assert rmse(plain, turned) != pytest.approx(rmse(plain, first), rel=1e-4)

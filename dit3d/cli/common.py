@@ -213,10 +213,14 @@ def set_export_guide(gen: Any, args: argparse.Namespace, load: Any, provenance: 
     default, which must then be 1 wherever the folder's defaults used the guide)."""
     if args.guide == NO_GUIDE:
         _set_autoguidance(gen, args, defaults)
-        try:
-            gen.set_guide(None)
-        except ValueError as e:
-            raise ValueError(f"--guide {NO_GUIDE}: {e}; add --autoguidance 1") from None
+        stored = {"shared": getattr(gen, "shared_sampling", gen.sampling), **getattr(gen, "kind_sampling", {})}
+        using = {name: opts["autoguidance"] for name, opts in stored.items() if opts.get("autoguidance", 1.0) != 1}
+        if using:
+            raise ValueError(f"--guide {NO_GUIDE}: the folder would still sample with autoguidance ("
+                             + ", ".join(f"{name} default {scale}" for name, scale in using.items())
+                             + "), which needs the guide; add --autoguidance 1 (without --for-kind: it clears every "
+                               "kind's)")
+        gen.set_guide(None)
         provenance["guide"] = None
         return gen
     if args.guide is not None:

@@ -100,8 +100,9 @@ def load_latent_checkpoint(path: str | Path) -> "ADiTLatentModule":
 class ADiTLatentModule(RNGStateMixin, LightningModule):
     """Flow matching on per-atom latents of a frozen :class:`AtomAutoencoder`.
 
-    Training encodes randomly rotated systems (molecules centred, crystals also randomly
-    translated with periodic wrap: :func:`~dit3d.tokenizers.augment.augment`) with the posterior mean,
+    Training encodes randomly rotated systems, or with ``frame="principal"`` molecules in
+    their principal-axes pose (molecules centred, crystals also randomly translated with
+    periodic wrap: :func:`~dit3d.tokenizers.augment.augment`) with the posterior mean,
     standardises the latents with per-channel statistics measured on the first
     ``stats_batches`` training batches (stored with the weights), and trains a
     :class:`~dit3d.nn.DiT` with :class:`~dit3d.objectives.FlowMatching` (t = 0 noise,
@@ -278,14 +279,18 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         atom-count histograms) into this module (once: ``fit`` calls it when it starts).
 
         Raises:
-            ValueError: ``init_from`` was trained on another encoder's latents, or its DiT
-                has another architecture than this module's.
+            ValueError: ``init_from`` was trained on another encoder's latents or in another
+                ``frame``, or its DiT has another architecture than this module's.
         """
         path = self.hparams.init_from
         source = read_latent_source(path)
         if not self.autoencoder.same_encoder(source.autoencoder):
             raise ValueError(f"init_from {path} learnt the latents of another encoder than this module's "
                              "autoencoder; set autoencoder to the one the source was trained with")
+        frame = self.hparams.get("frame", "random")
+        if source.frame != frame:  # its statistics and flow describe latents of other poses
+            raise ValueError(f"init_from {path} learnt its systems in the {source.frame!r} frame, this module in "
+                             f"the {frame!r} one; set frame={source.frame!r} or train from scratch")
         load_dit_state(self.dit, source.dit, str(path))
         if self.ema_dit is not None:
             load_dit_state(self.ema_dit, source.ema_dit, str(path))
@@ -297,6 +302,14 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
             mine.copy_(value)
         self.stats_ready.fill_(True)
         self._init_loaded = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = (checkpoint.get("hyper_parameters") or {}).get("frame", "random")
+        frame = self.hparams.get("frame", "random")
+        if stored != frame:  # e.g. a run resumed under an edited config
+            raise ValueError(f"this checkpoint learnt its systems in the {stored!r} frame, this module is set to "
+                             f"{frame!r}; resume with frame: {stored}")
+        super().on_load_checkpoint(checkpoint)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and not self._init_loaded:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from dit3d.models.adit_sampling import decode_atoms, sample_latents
-from dit3d.tokenizers.atoms import AtomAutoencoder, Atoms
+from dit3d.tokenizers.atoms import MOLECULE, AtomAutoencoder, Atoms
 from dit3d.tokenizers.augment import augment
 
 __all__ = ["decoder_tolerance", "partial_flow"]
@@ -70,13 +70,14 @@ def partial_flow(gen, atoms: Atoms, t0s: Sequence[float], steps: int = 20,
     Args:
         gen: an :class:`~dit3d.api_adit.ADiTGenerator` (autoencoder, DiT, flow, latent statistics).
         atoms: a batch of centred systems of one kind (a model of ``frame="principal"``
-            gets its molecules turned into their principal-axes pose, the one it learnt).
+            gets its molecules turned into their principal-axes pose, the one it learnt,
+            so the decoded molecules come back in that pose, not in ``atoms``' own).
         t0s: start times in ``[0, 1)``; 0 is plain sampling from noise.
         steps: Heun steps from ``t0`` to 1.
     """
-    if getattr(gen, "frame", "random") == "principal":
-        atoms = augment(atoms, translate_crystals=False, frame="principal")
     m, kind = atoms.mask, _one_kind(atoms)
+    if gen.frame != "random" and kind == MOLECULE:  # the pose the DiT learnt; crystals keep theirs
+        atoms = augment(atoms, frame=gen.frame)
     # an element-conditioned DiT is given the real elements (label 0 where its kind is not conditioned)
     types = None if gen.dit.token_embed is None else atoms.atom_types.long() * gen.kind_conditioned(kind)  # (B, N)
     mean, _ = gen.autoencoder.encode(atoms)

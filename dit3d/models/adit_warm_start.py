@@ -27,13 +27,14 @@ TOKEN_TABLE = "token_embed.weight"
 
 @dataclass
 class LatentSource:
-    """What a warm start copies: the DiT weights (raw and EMA), the latent buffers and the
-    autoencoder the source was trained on."""
+    """What a warm start copies: the DiT weights (raw and EMA), the latent buffers, the
+    autoencoder the source was trained on and the pose its systems were in (``frame``)."""
 
     dit: dict[str, Tensor]
     ema_dit: dict[str, Tensor]
     buffers: dict[str, Tensor]
     autoencoder: AtomAutoencoder
+    frame: str = "random"
 
 
 def read_latent_source(path: str | os.PathLike) -> LatentSource:
@@ -54,7 +55,7 @@ def read_latent_source(path: str | os.PathLike) -> LatentSource:
         except PretrainedError as e:
             raise ValueError(f"init_from: {e}") from None
         dit = _part(weights, "dit.")
-        return LatentSource(dit, dit, _buffers(weights, p), autoencoder)
+        return LatentSource(dit, dit, _buffers(weights, p), autoencoder, config.get("frame", "random"))
     if not p.exists():
         raise FileNotFoundError(f"init_from {path}: no such checkpoint file or pretrained folder")
     try:
@@ -64,7 +65,8 @@ def read_latent_source(path: str | os.PathLike) -> LatentSource:
                          f"({e})") from None
     dit = module.dit.state_dict()
     ema = module.ema_dit.state_dict() if module.ema_dit is not None else dit
-    return LatentSource(dit, ema, _buffers(module.state_dict(), p), module.autoencoder)
+    return LatentSource(dit, ema, _buffers(module.state_dict(), p), module.autoencoder,
+                        module.hparams.get("frame", "random"))
 
 
 def load_dit_state(net: DiT, state: dict[str, Tensor], where: str) -> None:

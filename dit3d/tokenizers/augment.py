@@ -81,7 +81,8 @@ def principal_axes(pos: Tensor, mask: Tensor) -> Tensor:
     invariant to rotating, translating or reordering the atoms, except where it is not
     defined: equal eigenvalues (symmetric tops such as methane) or a zero third moment
     (centrosymmetric systems) leave a choice, made here by the eigen-solver and the sign
-    rule, which a rotated copy may make differently.
+    rule, which a rotated copy may make differently. A diatomic is always centrosymmetric in
+    geometry, so its direction along x is left to rounding (QM9 train holds none: three atoms at least).
 
     Args:
         pos: positions, centred or not (padding ignored).
@@ -104,7 +105,8 @@ FRAMES = ("random", "principal")
 
 def augment(atoms: Atoms, generator: torch.Generator | None = None, translate_crystals: bool = True,
             frame: str = "random") -> Atoms:
-    r"""Random rigid motions of a mixed molecule/crystal batch, one per system.
+    r"""Random rigid motions of a mixed molecule/crystal batch, one per system (or
+    canonical poses, with ``frame="principal"``).
 
     With ``frame="random"`` every system gets an independent Haar-random rotation
     :math:`R \in SO(3)` (:func:`random_rotations`). With ``frame="principal"`` nothing is
@@ -121,7 +123,7 @@ def augment(atoms: Atoms, generator: torch.Generator | None = None, translate_cr
       positions are recomputed, so ``pos == frac_coords @ cell`` holds afterwards.
       Crystal positions are not centred (the cell's origin is the frame).
 
-    Molecule-only batches draw exactly what :func:`rotate_and_center` draws (the
+    With ``frame="random"``, molecule-only batches draw exactly what :func:`rotate_and_center` draws (the
     translations are drawn only when the batch holds crystals), so it reproduces it.
 
     Args:
