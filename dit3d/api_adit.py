@@ -324,7 +324,7 @@ class ADiTGenerator:
                   "element_kinds": module.element_kinds} if module.element_kinds else {}
         return cls(module.autoencoder, module.sampling_dit, module.flow, module.latent_mean.clone(),
                    module.latent_std.clone(), module.atom_count_hist.clone(), sampling, flow_config,
-                   frame=hp.get("frame", "random"), **tables)
+                   frame=hp.frame, **tables)
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike) -> ADiTGenerator:

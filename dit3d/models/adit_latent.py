@@ -226,7 +226,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         """The systems in the frame the DiT learns (``frame``): randomly rotated, or
         molecules in their principal-axes pose (:func:`~dit3d.tokenizers.augment.augment`);
         crystals also randomly translated."""
-        return augment(atoms, generator, frame=self.hparams.get("frame", "random"))  # older checkpoints: random
+        return augment(atoms, generator, frame=self.hparams.frame)
 
     @torch.no_grad()
     def encode(self, atoms: Atoms) -> Tensor:
@@ -287,7 +287,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
         if not self.autoencoder.same_encoder(source.autoencoder):
             raise ValueError(f"init_from {path} learnt the latents of another encoder than this module's "
                              "autoencoder; set autoencoder to the one the source was trained with")
-        frame = self.hparams.get("frame", "random")
+        frame = self.hparams.frame
         if source.frame != frame:  # its statistics and flow describe latents of other poses
             raise ValueError(f"init_from {path} learnt its systems in the {source.frame!r} frame, this module in "
                              f"the {frame!r} one; set frame={source.frame!r} or train from scratch")
@@ -305,7 +305,7 @@ class ADiTLatentModule(RNGStateMixin, LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = (checkpoint.get("hyper_parameters") or {}).get("frame", "random")
-        frame = self.hparams.get("frame", "random")
+        frame = self.hparams.frame
         if stored != frame:  # e.g. a run resumed under an edited config
             raise ValueError(f"this checkpoint learnt its systems in the {stored!r} frame, this module is set to "
                              f"{frame!r}; resume with frame: {stored}")

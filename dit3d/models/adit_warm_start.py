@@ -66,7 +66,7 @@ def read_latent_source(path: str | os.PathLike) -> LatentSource:
     dit = module.dit.state_dict()
     ema = module.ema_dit.state_dict() if module.ema_dit is not None else dit
     return LatentSource(dit, ema, _buffers(module.state_dict(), p), module.autoencoder,
-                        module.hparams.get("frame", "random"))
+                        module.hparams.frame)
 
 
 def load_dit_state(net: DiT, state: dict[str, Tensor], where: str) -> None:
